@@ -1,0 +1,270 @@
+//! Types shared by pathcost's eBPF programs and its userspace loader.
+//!
+//! Both sides compile this file: the programs for `bpfel-unknown-none`, the
+//! loader for the host with the `user` feature, which adds `aya::Pod`. Every
+//! type is `#[repr(C)]` with explicit padding and a compile-time size check,
+//! so a layout change on one side cannot silently misread the other.
+
+#![no_std]
+
+/// Deepest nesting of probed calls tracked per CPU. IPVS in NAT mode
+/// transmits from inside its input hook, so LOCAL_OUT and POST_ROUTING hooks
+/// (and their table walks) nest inside `ip_vs_in_hook`; with a peer's receive
+/// softirq on top that is about 8 deep. 16 leaves room; overflows are counted.
+pub const MAX_DEPTH: usize = 16;
+
+/// Bytes of a table or chain name kept per event (`XT_TABLE_MAXNAMELEN` is 32).
+pub const NAME_LEN: usize = 32;
+
+/// Buckets of the in-kernel log2 histogram: bucket `i` counts durations in
+/// `[2^i, 2^(i+1))` ns; the last bucket takes everything above.
+pub const HIST_BUCKETS: usize = 40;
+
+/// A probed kernel function. The discriminant is the index used in every
+/// per-site array on both sides.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SiteId {
+    /// Runs all hook functions registered at one netfilter hook for one packet.
+    NfHookSlow = 0,
+    /// iptables-legacy table walk.
+    IptDoTable = 1,
+    /// nf_tables base chain walk (iptables-nft and kube-proxy's nftables mode).
+    NftDoChain = 2,
+    /// IPVS input hook (`ip_vs_in_hook`, or `ip_vs_in` on kernels before 5.16).
+    IpvsIn = 3,
+    /// IPVS scheduler choosing a real server for a new connection.
+    IpvsSchedule = 4,
+    /// IPVS connection-table lookup.
+    IpvsConnInGet = 5,
+    /// The calibration target used to measure the probes' own cost.
+    Calibration = 6,
+}
+
+pub const SITE_COUNT: usize = 7;
+
+impl SiteId {
+    pub const ALL: [SiteId; SITE_COUNT] = [
+        SiteId::NfHookSlow,
+        SiteId::IptDoTable,
+        SiteId::NftDoChain,
+        SiteId::IpvsIn,
+        SiteId::IpvsSchedule,
+        SiteId::IpvsConnInGet,
+        SiteId::Calibration,
+    ];
+
+    pub const fn from_u32(v: u32) -> Option<SiteId> {
+        if (v as usize) < SITE_COUNT {
+            Some(Self::ALL[v as usize])
+        } else {
+            None
+        }
+    }
+}
+
+/// "Not available" for the `i8` argument indexes in [`SiteLayout`].
+pub const NO_ARG: i8 = -1;
+/// "Not available" for the `i16` field offsets in [`SiteLayout`].
+pub const NO_OFFSET: i16 = -1;
+
+/// Where a probe finds what it attributes a call to, for one site on the
+/// running kernel. Filled by userspace from BTF at load time (for example
+/// `ipt_do_table`'s first parameter is `priv` since 5.16 and `skb` before),
+/// so no struct layout or argument order is compiled into the programs.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SiteLayout {
+    /// Argument holding `struct sk_buff *`, or [`NO_ARG`].
+    pub skb_arg: i8,
+    /// Argument holding `struct nf_hook_state *`, or [`NO_ARG`].
+    pub state_arg: i8,
+    /// Argument holding the hook number as a plain integer (old `ip_vs_in`).
+    pub hook_value_arg: i8,
+    /// Argument holding `struct nft_pktinfo *`; skb and state are read
+    /// through it with `pkt_skb_off` / `pkt_state_off`.
+    pub pkt_arg: i8,
+    /// Argument holding the object that names the table or chain
+    /// (`struct xt_table *` or `struct nft_chain *`), or [`NO_ARG`].
+    pub name_obj_arg: i8,
+    /// Non-zero when the name at `name_off` is a `char *` (nft_chain.name)
+    /// rather than an inline array (xt_table.name).
+    pub name_is_ptr: u8,
+    /// Non-zero when the table name at `table_name_off` is a `char *`.
+    pub table_name_is_ptr: u8,
+    pub _pad0: u8,
+    pub pkt_skb_off: i16,
+    pub pkt_state_off: i16,
+    /// Offset of the name inside the name object.
+    pub name_off: i16,
+    /// Offset of the `struct nft_table *` inside the name object, or [`NO_OFFSET`].
+    pub table_ptr_off: i16,
+    /// Offset of the name inside `struct nft_table`.
+    pub table_name_off: i16,
+    pub _pad1: i16,
+}
+
+impl SiteLayout {
+    /// A site whose calls carry no attribution (timed, but not named).
+    pub const NONE: SiteLayout = SiteLayout {
+        skb_arg: NO_ARG,
+        state_arg: NO_ARG,
+        hook_value_arg: NO_ARG,
+        pkt_arg: NO_ARG,
+        name_obj_arg: NO_ARG,
+        name_is_ptr: 0,
+        table_name_is_ptr: 0,
+        _pad0: 0,
+        pkt_skb_off: NO_OFFSET,
+        pkt_state_off: NO_OFFSET,
+        name_off: NO_OFFSET,
+        table_ptr_off: NO_OFFSET,
+        table_name_off: NO_OFFSET,
+        _pad1: 0,
+    };
+}
+
+/// The programs' one global: per-site layouts plus offsets inside
+/// `struct nf_hook_state`. Written by userspace before load.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeConfig {
+    pub sites: [SiteLayout; SITE_COUNT],
+    /// Offset of `hook` (u8) in `struct nf_hook_state`.
+    pub state_hook_off: i16,
+    /// Offset of `pf` (u8) in `struct nf_hook_state`.
+    pub state_pf_off: i16,
+    /// Non-zero: send one [`CallEvent`] per call through the ring buffer.
+    /// Zero: only the in-kernel histograms and counters are kept.
+    pub emit_events: u32,
+}
+
+impl ProbeConfig {
+    pub const EMPTY: ProbeConfig = ProbeConfig {
+        sites: [SiteLayout::NONE; SITE_COUNT],
+        state_hook_off: NO_OFFSET,
+        state_pf_off: NO_OFFSET,
+        emit_events: 1,
+    };
+}
+
+/// Hook value when the call carries no `nf_hook_state`.
+pub const HOOK_UNKNOWN: u8 = 0xff;
+
+/// One entry of the per-CPU call stack: an entry waiting for its exit.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Frame {
+    pub start_ns: u64,
+    /// Time spent in probed calls nested inside this one (for self time).
+    pub child_ns: u64,
+    pub skb: u64,
+    pub site: u16,
+    /// Probed calls that completed directly inside this one.
+    pub children: u16,
+    /// Probed calls that completed anywhere inside this one (children,
+    /// grandchildren, ...): each added one probe pair's cost to this call.
+    pub descendants: u16,
+    pub hook: u8,
+    pub pf: u8,
+    pub name: [u8; NAME_LEN],
+    pub table: [u8; NAME_LEN],
+}
+
+/// Per-CPU LIFO of open calls. Keyed by CPU, never by pid: a softirq runs on
+/// top of whatever task it interrupted, so receive-path hooks nest inside
+/// unrelated calls of the same task.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct CallStack {
+    pub depth: u32,
+    pub _pad: u32,
+    pub frames: [Frame; MAX_DEPTH],
+}
+
+/// One completed call, sent to userspace through the ring buffer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CallEvent {
+    /// Inclusive duration: entry to exit.
+    pub duration_ns: u64,
+    /// Exclusive duration: inclusive minus the probed calls nested inside.
+    pub self_ns: u64,
+    pub skb: u64,
+    /// Entry timestamp (CLOCK_MONOTONIC), to group calls of one packet.
+    pub start_ns: u64,
+    /// Return value truncated to 32 bits (a netfilter verdict for hooks).
+    pub ret: i32,
+    pub site: u32,
+    pub cpu: u32,
+    /// See [`Frame::children`] and [`Frame::descendants`].
+    pub children: u16,
+    pub descendants: u16,
+    pub hook: u8,
+    pub pf: u8,
+    /// Stack depth of this call (0 = outermost probed call on this CPU).
+    pub depth: u8,
+    pub _pad: [u8; 5],
+    pub name: [u8; NAME_LEN],
+    pub table: [u8; NAME_LEN],
+}
+
+/// Indexes of the per-CPU loss and bookkeeping counters.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Counter {
+    /// Entries pushed on the call stack.
+    Entries = 0,
+    /// Exits matched with their entry.
+    Matched = 1,
+    /// Exits with no matching entry on this CPU's stack.
+    UnmatchedExits = 2,
+    /// Entries dropped because the stack was full.
+    DepthOverflows = 3,
+    /// Frames discarded because an exit matched a frame below them (their
+    /// own exit was lost, e.g. a kretprobe miss).
+    OrphanedFrames = 4,
+    /// Events the ring buffer had no room for (still counted in histograms).
+    RingReserveFailures = 5,
+    /// Exits whose clock went backwards (should stay 0).
+    NegativeDurations = 6,
+}
+
+pub const COUNTER_COUNT: usize = 7;
+
+/// Per-CPU histogram slot for one site: log2 buckets plus running sums, so
+/// counts survive even when the ring buffer overflows.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct SiteHistogram {
+    pub buckets: [u64; HIST_BUCKETS],
+    pub count: u64,
+    pub sum_ns: u64,
+    pub self_sum_ns: u64,
+    pub max_ns: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<SiteLayout>() == 20);
+const _: () = assert!(core::mem::size_of::<Frame>() == 96);
+const _: () = assert!(core::mem::size_of::<CallEvent>() == 120);
+const _: () = assert!(core::mem::size_of::<SiteHistogram>() == (HIST_BUCKETS + 4) * 8);
+const _: () = assert!(MAX_DEPTH.is_power_of_two());
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], Copy, with explicit padding and
+    // only integer fields, so every bit pattern is valid.
+    unsafe impl aya::Pod for super::ProbeConfig {}
+    unsafe impl aya::Pod for super::CallEvent {}
+    unsafe impl aya::Pod for super::SiteHistogram {}
+}
+
+/// Histogram slots per site: the five `NF_INET_*` hooks plus one for calls
+/// with no hook (IPVS scheduler, calibration).
+pub const HOOK_SLOTS: usize = 6;
+
+/// Index in the histogram map of (site, hook).
+pub const fn histogram_index(site: u32, hook: u8) -> u32 {
+    let slot = if (hook as usize) < HOOK_SLOTS - 1 { hook as u32 } else { (HOOK_SLOTS - 1) as u32 };
+    site * HOOK_SLOTS as u32 + slot
+}

@@ -1,0 +1,373 @@
+//! Entry/exit programs and the per-CPU call stack that pairs them.
+//!
+//! Every site gets the same two handlers, `on_entry` and `on_exit`; the
+//! per-site program wrappers at the bottom only fix the site id and the way
+//! arguments are read (pt_regs for kprobes, the BTF argument array for
+//! fentry/fexit). What each argument means on this kernel comes from the
+//! `CONFIG` global that userspace fills from BTF before loading.
+
+use aya_ebpf::{
+    helpers::{
+        bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
+        bpf_probe_read_kernel_str_bytes,
+    },
+    macros::{fentry, fexit, kprobe, kretprobe, map},
+    maps::{PerCpuArray, RingBuf},
+    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+};
+use tracer_ebpf::{
+    histogram_index, CallEvent, CallStack, Counter, ProbeConfig, SiteHistogram, SiteId,
+    COUNTER_COUNT, HIST_BUCKETS, HOOK_SLOTS, HOOK_UNKNOWN, MAX_DEPTH, NAME_LEN, NO_ARG,
+    NO_OFFSET, SITE_COUNT,
+};
+
+/// Written by userspace before load (see `ProbeConfig`).
+#[unsafe(no_mangle)]
+static CONFIG: ProbeConfig = ProbeConfig::EMPTY;
+
+#[map]
+static CALL_STACK: PerCpuArray<CallStack> = PerCpuArray::with_max_entries(1, 0);
+
+#[map]
+static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT as u32, 0);
+
+#[map]
+static HISTOGRAMS: PerCpuArray<SiteHistogram> =
+    PerCpuArray::with_max_entries((SITE_COUNT * HOOK_SLOTS) as u32, 0);
+
+/// 4 MiB: about 37,000 events in flight. Userspace may resize it.
+#[map]
+static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
+
+#[inline(always)]
+fn config() -> &'static ProbeConfig {
+    // Volatile so the compiler does not fold the placeholder value in: the
+    // loader rewrites this global in the object before load.
+    unsafe { &*core::ptr::read_volatile(&&CONFIG) }
+}
+
+#[inline(always)]
+fn count(counter: Counter) {
+    count_n(counter, 1);
+}
+
+#[inline(always)]
+fn count_n(counter: Counter, n: u64) {
+    if let Some(c) = COUNTERS.get_ptr_mut(counter as u32) {
+        unsafe { *c += n };
+    }
+}
+
+/// Argument access that is the same for kprobes and fentry/fexit. The
+/// verifier only allows constant offsets into the context, hence the match.
+trait Args {
+    fn raw_arg(&self, n: usize) -> u64;
+
+    #[inline(always)]
+    fn arg_at(&self, n: i8) -> u64 {
+        match n {
+            0 => self.raw_arg(0),
+            1 => self.raw_arg(1),
+            2 => self.raw_arg(2),
+            3 => self.raw_arg(3),
+            4 => self.raw_arg(4),
+            _ => 0,
+        }
+    }
+}
+
+impl Args for ProbeContext {
+    #[inline(always)]
+    fn raw_arg(&self, n: usize) -> u64 {
+        self.arg::<u64>(n).unwrap_or(0)
+    }
+}
+
+impl Args for FEntryContext {
+    #[inline(always)]
+    fn raw_arg(&self, n: usize) -> u64 {
+        self.arg::<u64>(n)
+    }
+}
+
+impl Args for FExitContext {
+    #[inline(always)]
+    fn raw_arg(&self, n: usize) -> u64 {
+        self.arg::<u64>(n)
+    }
+}
+
+#[inline(always)]
+fn read_u64(addr: u64) -> u64 {
+    if addr == 0 {
+        return 0;
+    }
+    unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn read_u8(addr: u64) -> u8 {
+    unsafe { bpf_probe_read_kernel(addr as *const u8) }.unwrap_or(HOOK_UNKNOWN)
+}
+
+/// Copies a NUL-terminated name, inline at `addr` or behind the pointer
+/// stored at `addr`.
+#[inline(always)]
+fn read_name(addr: u64, is_ptr: u8, out: &mut [u8; NAME_LEN]) {
+    out[0] = 0;
+    let src = if is_ptr != 0 { read_u64(addr) } else { addr };
+    if src != 0 {
+        let _ = unsafe { bpf_probe_read_kernel_str_bytes(src as *const u8, out) };
+    }
+}
+
+/// Packet, hook, family and names of one call, as the site's layout says.
+struct Attribution {
+    skb: u64,
+    hook: u8,
+    pf: u8,
+}
+
+#[inline(always)]
+fn attribute<A: Args>(ctx: &A, site: usize) -> Attribution {
+    let cfg = config();
+    let layout = &cfg.sites[site];
+    let mut skb = 0;
+    let mut state = 0;
+    if layout.pkt_arg != NO_ARG {
+        let pkt = ctx.arg_at(layout.pkt_arg);
+        if pkt != 0 {
+            skb = read_u64(pkt + layout.pkt_skb_off as u64);
+            state = read_u64(pkt + layout.pkt_state_off as u64);
+        }
+    }
+    if layout.skb_arg != NO_ARG {
+        skb = ctx.arg_at(layout.skb_arg);
+    }
+    if layout.state_arg != NO_ARG {
+        state = ctx.arg_at(layout.state_arg);
+    }
+    let mut hook = HOOK_UNKNOWN;
+    let mut pf = 0;
+    if state != 0 && cfg.state_hook_off != NO_OFFSET {
+        hook = read_u8(state + cfg.state_hook_off as u64);
+        pf = read_u8(state + cfg.state_pf_off as u64);
+    }
+    if layout.hook_value_arg != NO_ARG {
+        hook = ctx.arg_at(layout.hook_value_arg) as u8;
+    }
+    Attribution { skb, hook, pf }
+}
+
+#[inline(always)]
+fn on_entry<A: Args>(ctx: &A, site: SiteId) -> u32 {
+    let Some(stack) = CALL_STACK.get_ptr_mut(0) else {
+        return 0;
+    };
+    let stack = unsafe { &mut *stack };
+    let depth = stack.depth as usize;
+    if depth >= MAX_DEPTH {
+        count(Counter::DepthOverflows);
+        return 0;
+    }
+    let site_idx = site as usize;
+    if site_idx >= SITE_COUNT {
+        return 0;
+    }
+    let at = attribute(ctx, site_idx);
+    let layout = &config().sites[site_idx];
+    let frame = &mut stack.frames[depth & (MAX_DEPTH - 1)];
+    frame.site = site as u16;
+    frame.children = 0;
+    frame.descendants = 0;
+    frame.skb = at.skb;
+    frame.hook = at.hook;
+    frame.pf = at.pf;
+    frame.child_ns = 0;
+    frame.name[0] = 0;
+    frame.table[0] = 0;
+    if layout.name_obj_arg != NO_ARG {
+        let obj = ctx.arg_at(layout.name_obj_arg);
+        if obj != 0 {
+            read_name(obj + layout.name_off as u64, layout.name_is_ptr, &mut frame.name);
+            if layout.table_ptr_off != NO_OFFSET {
+                let table = read_u64(obj + layout.table_ptr_off as u64);
+                if table != 0 {
+                    read_name(
+                        table + layout.table_name_off as u64,
+                        layout.table_name_is_ptr,
+                        &mut frame.table,
+                    );
+                }
+            }
+        }
+    }
+    stack.depth = (depth + 1) as u32;
+    count(Counter::Entries);
+    // Take the time last, so the work above is not charged to the call.
+    frame.start_ns = unsafe { bpf_ktime_get_ns() };
+    0
+}
+
+/// Integer log2 without a count-leading-zeros instruction (BPF has none).
+#[inline(always)]
+fn log2(mut v: u64) -> usize {
+    let mut r = 0;
+    if v >= 1 << 32 {
+        v >>= 32;
+        r += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        r += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        r += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        r += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        r += 2;
+    }
+    if v >= 1 << 1 {
+        r += 1;
+    }
+    r
+}
+
+/// `skb` is the packet seen by the exit program, when it can see one
+/// (fexit); 0 when it cannot (kretprobe), then only the site id is checked.
+#[inline(always)]
+fn on_exit(site: SiteId, skb: u64, ret: i64) -> u32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(stack) = CALL_STACK.get_ptr_mut(0) else {
+        return 0;
+    };
+    let stack = unsafe { &mut *stack };
+    let depth = stack.depth as usize;
+    if depth == 0 || depth > MAX_DEPTH {
+        count(Counter::UnmatchedExits);
+        return 0;
+    }
+    // The matching entry is normally on top. If it is further down, the
+    // frames above it lost their exits (e.g. kretprobe misses) and are
+    // discarded; if it is nowhere, this exit is unmatched.
+    let mut found = MAX_DEPTH;
+    let mut i = 0;
+    while i < MAX_DEPTH {
+        if i < depth {
+            let idx = (depth - 1 - i) & (MAX_DEPTH - 1);
+            let f = &stack.frames[idx];
+            if f.site == site as u16 && (skb == 0 || f.skb == 0 || f.skb == skb) {
+                found = idx;
+                break;
+            }
+        }
+        i += 1;
+    }
+    if found >= MAX_DEPTH {
+        count(Counter::UnmatchedExits);
+        return 0;
+    }
+    let orphans = (depth - 1 - found) as u64;
+    if orphans > 0 {
+        count_n(Counter::OrphanedFrames, orphans);
+    }
+    stack.depth = found as u32;
+    let frame = stack.frames[found];
+    if now < frame.start_ns {
+        count(Counter::NegativeDurations);
+        return 0;
+    }
+    let duration = now - frame.start_ns;
+    let self_ns = duration.saturating_sub(frame.child_ns);
+    if found > 0 {
+        let parent = &mut stack.frames[(found - 1) & (MAX_DEPTH - 1)];
+        parent.child_ns += duration;
+        parent.children = parent.children.saturating_add(1);
+        parent.descendants = parent.descendants.saturating_add(frame.descendants).saturating_add(1);
+    }
+    count(Counter::Matched);
+
+    if let Some(h) = HISTOGRAMS.get_ptr_mut(histogram_index(site as u32, frame.hook)) {
+        let h = unsafe { &mut *h };
+        let bucket = log2(duration);
+        let bucket = if bucket >= HIST_BUCKETS { HIST_BUCKETS - 1 } else { bucket };
+        h.buckets[bucket] += 1;
+        h.count += 1;
+        h.sum_ns += duration;
+        h.self_sum_ns += self_ns;
+        if duration > h.max_ns {
+            h.max_ns = duration;
+        }
+    }
+
+    if config().emit_events != 0 {
+        match EVENTS.reserve::<CallEvent>(0) {
+            Some(mut entry) => {
+                let ev = entry.as_mut_ptr();
+                unsafe {
+                    (*ev).duration_ns = duration;
+                    (*ev).self_ns = self_ns;
+                    (*ev).skb = frame.skb;
+                    (*ev).start_ns = frame.start_ns;
+                    (*ev).ret = ret as i32;
+                    (*ev).site = site as u32;
+                    (*ev).cpu = bpf_get_smp_processor_id();
+                    (*ev).children = frame.children;
+                    (*ev).descendants = frame.descendants;
+                    (*ev).hook = frame.hook;
+                    (*ev).pf = frame.pf;
+                    (*ev).depth = found as u8;
+                    (*ev)._pad = [0; 5];
+                    (*ev).name = frame.name;
+                    (*ev).table = frame.table;
+                }
+                entry.submit(0);
+            }
+            None => count(Counter::RingReserveFailures),
+        }
+    }
+    0
+}
+
+/// Declares the four programs of one site. Program names are
+/// `<flavour>_<site>`; userspace looks them up by these names.
+macro_rules! site_programs {
+    ($site:expr, $kp:ident, $krp:ident, $fe:ident, $fx:ident) => {
+        #[kprobe]
+        pub fn $kp(ctx: ProbeContext) -> u32 {
+            on_entry(&ctx, $site)
+        }
+
+        #[kretprobe]
+        pub fn $krp(ctx: RetProbeContext) -> u32 {
+            on_exit($site, 0, ctx.ret::<i64>())
+        }
+
+        #[fentry]
+        pub fn $fe(ctx: FEntryContext) -> u32 {
+            on_entry(&ctx, $site)
+        }
+
+        #[fexit]
+        pub fn $fx(ctx: FExitContext) -> u32 {
+            let layout = &config().sites[$site as usize];
+            let skb = if layout.skb_arg != NO_ARG { ctx.arg_at(layout.skb_arg) } else { 0 };
+            let ret = ctx.ret::<i64>().unwrap_or(0);
+            on_exit($site, skb, ret)
+        }
+    };
+}
+
+site_programs!(SiteId::NfHookSlow, kprobe_nf_hook_slow, kretprobe_nf_hook_slow, fentry_nf_hook_slow, fexit_nf_hook_slow);
+site_programs!(SiteId::IptDoTable, kprobe_ipt_do_table, kretprobe_ipt_do_table, fentry_ipt_do_table, fexit_ipt_do_table);
+site_programs!(SiteId::NftDoChain, kprobe_nft_do_chain, kretprobe_nft_do_chain, fentry_nft_do_chain, fexit_nft_do_chain);
+site_programs!(SiteId::IpvsIn, kprobe_ipvs_in, kretprobe_ipvs_in, fentry_ipvs_in, fexit_ipvs_in);
+site_programs!(SiteId::IpvsSchedule, kprobe_ipvs_schedule, kretprobe_ipvs_schedule, fentry_ipvs_schedule, fexit_ipvs_schedule);
+site_programs!(SiteId::IpvsConnInGet, kprobe_ipvs_conn_in_get, kretprobe_ipvs_conn_in_get, fentry_ipvs_conn_in_get, fexit_ipvs_conn_in_get);
+site_programs!(SiteId::Calibration, kprobe_calibration, kretprobe_calibration, fentry_calibration, fexit_calibration);

@@ -1,0 +1,131 @@
+//! What the running kernel lets pathcost do: privileges, BTF, kprobes,
+//! fentry, and where each probed symbol lives (vmlinux or which module).
+//!
+//! Everything here only reads `/proc` and `/sys`; nothing is changed.
+
+pub mod btf;
+
+use std::{collections::HashMap, fs, path::Path};
+
+use anyhow::{bail, Context as _, Result};
+
+/// `uname -r` of the running kernel.
+pub fn kernel_release() -> String {
+    fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown".to_owned())
+}
+
+/// Where a kernel symbol lives, from `/proc/kallsyms`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SymbolHome {
+    Vmlinux,
+    Module(String),
+}
+
+/// Text symbols of the running kernel (`/proc/kallsyms`), with the module
+/// each belongs to. Only the names pathcost asks about are kept.
+#[derive(Debug, Default)]
+pub struct Kallsyms {
+    symbols: HashMap<String, SymbolHome>,
+}
+
+impl Kallsyms {
+    /// Reads `/proc/kallsyms`, keeping text symbols whose name is in `wanted`.
+    pub fn load(wanted: &[&str]) -> Result<Kallsyms> {
+        let text = fs::read_to_string("/proc/kallsyms").context("failed to read /proc/kallsyms")?;
+        Ok(Self::parse(&text, wanted))
+    }
+
+    pub fn parse(text: &str, wanted: &[&str]) -> Kallsyms {
+        let mut symbols = HashMap::new();
+        for line in text.lines() {
+            let mut parts = line.split_whitespace();
+            let (Some(_addr), Some(kind), Some(name)) = (parts.next(), parts.next(), parts.next())
+            else {
+                continue;
+            };
+            if !matches!(kind, "t" | "T") || !wanted.contains(&name) {
+                continue;
+            }
+            let home = match parts.next() {
+                Some(m) => SymbolHome::Module(m.trim_matches(|c| c == '[' || c == ']').to_owned()),
+                None => SymbolHome::Vmlinux,
+            };
+            symbols.entry(name.to_owned()).or_insert(home);
+        }
+        Kallsyms { symbols }
+    }
+
+    pub fn home(&self, name: &str) -> Option<&SymbolHome> {
+        self.symbols.get(name)
+    }
+}
+
+/// Kernel features that decide which probe mechanism can work.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct KernelFeatures {
+    pub release: String,
+    pub btf: bool,
+    /// `CONFIG_KPROBES`: the kprobe PMU or tracefs kprobe_events exists.
+    pub kprobes: bool,
+}
+
+impl KernelFeatures {
+    pub fn probe() -> KernelFeatures {
+        KernelFeatures {
+            release: kernel_release(),
+            btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
+            kprobes: Path::new("/sys/bus/event_source/devices/kprobe/type").exists()
+                || Path::new("/sys/kernel/tracing/kprobe_events").exists()
+                || Path::new("/sys/kernel/debug/tracing/kprobe_events").exists(),
+        }
+    }
+}
+
+/// Capabilities pathcost needs to load and attach tracing programs.
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// Fails with one clear message when this process cannot load tracing
+/// programs: CAP_SYS_ADMIN, or CAP_BPF together with CAP_PERFMON.
+pub fn require_tracing_privileges() -> Result<()> {
+    let status = fs::read_to_string("/proc/self/status").context("failed to read /proc/self/status")?;
+    let effective = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |cap: u32| effective & (1u64 << cap) != 0;
+    if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
+        return Ok(());
+    }
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("pathcost needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo");
+    }
+    bail!("this process lacks CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON, needed to load eBPF programs; grant them to the container or process")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kallsyms_keeps_wanted_text_symbols_with_their_module() {
+        let text = "\
+ffffffff81000000 T nf_hook_slow
+ffffffffc0001000 t ip_vs_in_hook\t[ip_vs]
+ffffffffc0002000 T ipt_do_table\t[ip_tables]
+ffffffff82000000 D nft_do_chain
+ffffffff81000010 T unrelated
+";
+        let k = Kallsyms::parse(text, &["nf_hook_slow", "ip_vs_in_hook", "ipt_do_table", "nft_do_chain"]);
+        assert_eq!(k.home("nf_hook_slow"), Some(&SymbolHome::Vmlinux));
+        assert_eq!(k.home("ip_vs_in_hook"), Some(&SymbolHome::Module("ip_vs".into())));
+        assert_eq!(k.home("ipt_do_table"), Some(&SymbolHome::Module("ip_tables".into())));
+        // Data symbols are not functions we can probe.
+        assert_eq!(k.home("nft_do_chain"), None);
+        assert_eq!(k.home("unrelated"), None);
+    }
+}

@@ -1,0 +1,222 @@
+//! Reads what the probes produced: per-call events from the ring buffer,
+//! and the in-kernel counters and log2 histograms, summed over CPUs.
+
+pub mod calibration;
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::maps::{MapData, PerCpuArray, RingBuf};
+use tokio::io::{unix::AsyncFd, Interest};
+use tracer_ebpf::{
+    CallEvent, Counter, SiteHistogram, SiteId, COUNTER_COUNT, HIST_BUCKETS, HOOK_SLOTS, NAME_LEN,
+    SITE_COUNT,
+};
+
+/// Loss and bookkeeping counters, summed over CPUs. Always reported: a
+/// number that was skewed must say so.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Losses {
+    pub entries: u64,
+    pub matched: u64,
+    pub unmatched_exits: u64,
+    pub depth_overflows: u64,
+    pub orphaned_frames: u64,
+    pub ring_reserve_failures: u64,
+    pub negative_durations: u64,
+    /// Events whose site id userspace did not recognise (should stay 0).
+    pub undecodable_events: u64,
+}
+
+impl Losses {
+    pub fn any(&self) -> bool {
+        self.unmatched_exits
+            + self.depth_overflows
+            + self.orphaned_frames
+            + self.ring_reserve_failures
+            + self.negative_durations
+            + self.undecodable_events
+            > 0
+    }
+}
+
+/// One site's in-kernel histogram for one hook, summed over CPUs.
+#[derive(Clone, Debug)]
+pub struct KernelHistogram {
+    pub site: SiteId,
+    /// `NF_INET_*` hook number, or `None` when calls carry no hook.
+    pub hook: Option<u8>,
+    pub count: u64,
+    pub sum_ns: u64,
+    pub self_sum_ns: u64,
+    pub max_ns: u64,
+    /// `buckets[i]` counts calls of `[2^i, 2^(i+1))` ns.
+    pub buckets: Vec<u64>,
+}
+
+/// Read-only handles on the programs' maps.
+pub struct KernelMaps {
+    counters: PerCpuArray<MapData, u64>,
+    histograms: PerCpuArray<MapData, SiteHistogram>,
+}
+
+impl KernelMaps {
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<KernelMaps> {
+        let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
+        let histograms =
+            PerCpuArray::try_from(ebpf.take_map("HISTOGRAMS").context("no HISTOGRAMS map")?)?;
+        Ok(KernelMaps { counters, histograms })
+    }
+
+    pub fn losses(&self) -> Result<Losses> {
+        let mut sums = [0u64; COUNTER_COUNT];
+        for (i, sum) in sums.iter_mut().enumerate() {
+            let per_cpu = self.counters.get(&(i as u32), 0).context("reading COUNTERS")?;
+            *sum = per_cpu.iter().sum();
+        }
+        Ok(Losses {
+            entries: sums[Counter::Entries as usize],
+            matched: sums[Counter::Matched as usize],
+            unmatched_exits: sums[Counter::UnmatchedExits as usize],
+            depth_overflows: sums[Counter::DepthOverflows as usize],
+            orphaned_frames: sums[Counter::OrphanedFrames as usize],
+            ring_reserve_failures: sums[Counter::RingReserveFailures as usize],
+            negative_durations: sums[Counter::NegativeDurations as usize],
+            undecodable_events: 0,
+        })
+    }
+
+    /// Non-empty in-kernel histograms of every site and hook.
+    pub fn histograms(&self) -> Result<Vec<KernelHistogram>> {
+        let mut out = Vec::new();
+        for site in SiteId::ALL {
+            for slot in 0..HOOK_SLOTS {
+                let index = (site as usize * HOOK_SLOTS + slot) as u32;
+                let per_cpu = self.histograms.get(&index, 0).context("reading HISTOGRAMS")?;
+                let mut h = KernelHistogram {
+                    site,
+                    hook: (slot < HOOK_SLOTS - 1).then_some(slot as u8),
+                    count: 0,
+                    sum_ns: 0,
+                    self_sum_ns: 0,
+                    max_ns: 0,
+                    buckets: vec![0; HIST_BUCKETS],
+                };
+                for cpu in per_cpu.iter() {
+                    h.count += cpu.count;
+                    h.sum_ns += cpu.sum_ns;
+                    h.self_sum_ns += cpu.self_sum_ns;
+                    h.max_ns = h.max_ns.max(cpu.max_ns);
+                    for (b, v) in h.buckets.iter_mut().zip(cpu.buckets.iter()) {
+                        *b += v;
+                    }
+                }
+                if h.count > 0 {
+                    out.push(h);
+                }
+            }
+        }
+        debug_assert!(SITE_COUNT == SiteId::ALL.len());
+        Ok(out)
+    }
+
+    /// Calls counted in-kernel for one site, over all hooks.
+    pub fn site_count(&self, site: SiteId) -> Result<u64> {
+        Ok(self.histograms()?.iter().filter(|h| h.site == site).map(|h| h.count).sum())
+    }
+}
+
+/// A completed call, decoded from the ring buffer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Call {
+    pub site: SiteId,
+    pub hook: Option<u8>,
+    pub pf: u8,
+    pub cpu: u32,
+    pub depth: u8,
+    pub children: u16,
+    pub descendants: u16,
+    pub skb: u64,
+    pub start_ns: u64,
+    pub duration_ns: u64,
+    pub self_ns: u64,
+    pub ret: i32,
+    /// iptables table name, or nf_tables chain name.
+    pub name: String,
+    /// nf_tables table name.
+    pub table: String,
+}
+
+fn c_string(bytes: &[u8; NAME_LEN]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+impl Call {
+    /// Decodes one ring-buffer record; `None` for a short or unknown record.
+    pub fn decode(bytes: &[u8]) -> Option<Call> {
+        if bytes.len() < std::mem::size_of::<CallEvent>() {
+            return None;
+        }
+        // SAFETY: the length is checked above and CallEvent is plain old
+        // data; read_unaligned because ring records are only 8-aligned.
+        let ev: CallEvent = unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast()) };
+        let site = SiteId::from_u32(ev.site)?;
+        Some(Call {
+            site,
+            hook: (usize::from(ev.hook) < HOOK_SLOTS - 1).then_some(ev.hook),
+            pf: ev.pf,
+            cpu: ev.cpu,
+            depth: ev.depth,
+            children: ev.children,
+            descendants: ev.descendants,
+            skb: ev.skb,
+            start_ns: ev.start_ns,
+            duration_ns: ev.duration_ns,
+            self_ns: ev.self_ns,
+            ret: ev.ret,
+            name: c_string(&ev.name),
+            table: c_string(&ev.table),
+        })
+    }
+}
+
+/// The per-call event stream, readable from tokio.
+pub struct EventStream {
+    ring: AsyncFd<RingBuf<MapData>>,
+    pub undecodable: u64,
+}
+
+impl EventStream {
+    pub fn take(ebpf: &mut aya::Ebpf) -> Result<EventStream> {
+        let ring = RingBuf::try_from(ebpf.take_map("EVENTS").context("no EVENTS map")?)?;
+        // SAFETY: the RingBuf owns its map fd and keeps it open, unchanged,
+        // for as long as it lives, which is as long as the AsyncFd.
+        let ring = unsafe { AsyncFd::register_with_interest(ring, Interest::READABLE) }
+            .map_err(|e| anyhow!("registering the ring buffer with tokio: {e}"))?;
+        Ok(EventStream { ring, undecodable: 0 })
+    }
+
+    /// Waits until events are available, then hands each to `sink`.
+    pub async fn next_batch(&mut self, sink: impl FnMut(Call)) -> Result<usize> {
+        let mut guard = self.ring.readable_mut().await?;
+        let n = drain_ring(guard.get_inner_mut(), &mut self.undecodable, sink);
+        guard.clear_ready();
+        Ok(n)
+    }
+
+    /// Hands every event already in the ring to `sink` without waiting.
+    pub fn drain(&mut self, sink: impl FnMut(Call)) -> usize {
+        drain_ring(self.ring.get_mut(), &mut self.undecodable, sink)
+    }
+}
+
+fn drain_ring(ring: &mut RingBuf<MapData>, undecodable: &mut u64, mut sink: impl FnMut(Call)) -> usize {
+    let mut n = 0;
+    while let Some(item) = ring.next() {
+        match Call::decode(&item) {
+            Some(call) => sink(call),
+            None => *undecodable += 1,
+        }
+        n += 1;
+    }
+    n
+}

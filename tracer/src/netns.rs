@@ -1,0 +1,130 @@
+//! Private network namespaces whose lifetime is bound to this process.
+//!
+//! Each namespace belongs to one dedicated thread that `unshare`s it: no
+//! bind mount under /run/netns is made, so when the process exits for any
+//! reason (SIGKILL included) the kernel frees the namespace together with
+//! every link, rule, set and IPVS service inside it. Commands spawned from
+//! that thread, and sockets it creates, live in the namespace; the root
+//! namespace is never touched.
+
+use std::{
+    process::Command,
+    sync::mpsc,
+    thread,
+};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// A network namespace served by its own thread.
+pub struct NetNs {
+    name: String,
+    jobs: Option<mpsc::Sender<Job>>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl NetNs {
+    /// Creates the namespace and brings its loopback up.
+    pub fn new(name: &str) -> Result<NetNs> {
+        let (jobs, inbox) = mpsc::channel::<Job>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let thread = thread::Builder::new()
+            .name(format!("netns-{name}"))
+            .spawn(move || {
+                // SAFETY: unshare only changes this thread's namespace.
+                if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                    let err = std::io::Error::last_os_error();
+                    let _ = ready_tx.send(Err(format!("unshare(CLONE_NEWNET) failed: {err}")));
+                    return;
+                }
+                let _ = ready_tx.send(Ok(()));
+                for job in inbox {
+                    job();
+                }
+            })
+            .context("failed to spawn a namespace thread")?;
+        ready_rx
+            .recv()
+            .map_err(|_| anyhow!("namespace thread for {name} died"))?
+            .map_err(|e| anyhow!("cannot create network namespace {name}: {e} (needs CAP_SYS_ADMIN)"))?;
+        let ns = NetNs { name: name.to_owned(), jobs: Some(jobs), thread: Some(thread) };
+        ns.cmd("ip", &["link", "set", "lo", "up"])?;
+        Ok(ns)
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Runs `f` on the namespace's thread and returns its result.
+    pub fn run<R: Send + 'static>(&self, f: impl FnOnce() -> R + Send + 'static) -> Result<R> {
+        let (tx, rx) = mpsc::channel();
+        self.jobs
+            .as_ref()
+            .context("namespace already closed")?
+            .send(Box::new(move || {
+                let _ = tx.send(f());
+            }))
+            .map_err(|_| anyhow!("namespace thread for {} is gone", self.name))?;
+        rx.recv().map_err(|_| anyhow!("namespace job in {} panicked", self.name))
+    }
+
+    /// Runs a command inside the namespace; returns its stdout. On failure
+    /// the error names the command and shows its stderr.
+    pub fn cmd(&self, program: &str, args: &[&str]) -> Result<String> {
+        self.cmd_with_input(program, args, None)
+    }
+
+    /// Like [`NetNs::cmd`], feeding `input` on stdin (for `*-restore`, `nft -f -`).
+    pub fn cmd_with_input(&self, program: &str, args: &[&str], input: Option<String>) -> Result<String> {
+        let program = program.to_owned();
+        let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        let ns = self.name.clone();
+        self.run(move || run_command(&ns, &program, &args, input))?
+    }
+
+    /// Inode of the namespace (as in `/proc/PID/ns/net`), to recognise it.
+    pub fn inode(&self) -> Result<u64> {
+        self.run(|| {
+            use std::os::unix::fs::MetadataExt as _;
+            std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino())
+        })?
+        .context("reading /proc/thread-self/ns/net")
+    }
+}
+
+fn run_command(ns: &str, program: &str, args: &[String], input: Option<String>) -> Result<String> {
+    use std::{io::Write as _, process::Stdio};
+    let shown = format!("{program} {}", args.join(" "));
+    let mut child = Command::new(program)
+        .args(args)
+        .stdin(if input.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("failed to run `{shown}` in namespace {ns} (is {program} installed?)"))?;
+    if let Some(input) = input {
+        let mut stdin = child.stdin.take().context("child stdin")?;
+        stdin.write_all(input.as_bytes()).with_context(|| format!("writing stdin of `{shown}`"))?;
+    }
+    let out = child.wait_with_output().with_context(|| format!("waiting for `{shown}`"))?;
+    if !out.status.success() {
+        bail!(
+            "`{shown}` failed in namespace {ns} ({})\n--- stderr ---\n{}--- end ---",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        // Closing the channel ends the thread; the namespace goes with it.
+        self.jobs.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,267 @@
+//! Loads the eBPF object and attaches each requested site with the best
+//! mechanism that works on this kernel (fentry/fexit, then kprobe/kretprobe).
+//!
+//! Every attachment is a file descriptor owned by this process (BPF links
+//! and perf-event kprobes, never named tracefs events), so the kernel
+//! detaches everything when the process exits, even after SIGKILL.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    programs::{FEntry, FExit, KProbe},
+    Ebpf, EbpfLoader,
+};
+use tracer_ebpf::{ProbeConfig, SiteLayout};
+
+use super::{layout, Backend, Mechanism, ProbeSite};
+use crate::capabilities::{
+    btf::Btf, require_tracing_privileges, Kallsyms, KernelFeatures, SymbolHome,
+};
+
+/// The compiled eBPF object, built by tracer/build.rs.
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
+
+/// What to attach.
+#[derive(Clone, Debug)]
+pub struct AttachRequest {
+    pub sites: Vec<&'static ProbeSite>,
+    /// The user named these sites: an absent one is an error, not a note.
+    pub explicit: bool,
+    pub backend: Backend,
+    /// Send one event per call to userspace (exact histograms). Without it
+    /// only the in-kernel log2 histograms and counters are kept.
+    pub emit_events: bool,
+}
+
+/// Outcome for one site.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct SiteStatus {
+    pub site: &'static str,
+    /// Kernel symbol that was resolved (e.g. `ip_vs_in_hook`).
+    pub symbol: Option<String>,
+    /// Module holding it, `None` for vmlinux.
+    pub module: Option<String>,
+    /// Mechanism used, `None` when the site is not attached.
+    pub mechanism: Option<Mechanism>,
+    /// Why a better mechanism was not used, or why the site is absent.
+    pub notes: Vec<String>,
+}
+
+impl SiteStatus {
+    pub fn attached(&self) -> bool {
+        self.mechanism.is_some()
+    }
+}
+
+/// Loaded programs and their attachments. Dropping it detaches everything.
+pub struct AttachedProbes {
+    pub ebpf: Ebpf,
+    pub sites: Vec<SiteStatus>,
+    pub kernel: KernelFeatures,
+}
+
+/// A site whose symbol was found, ready to attach.
+struct Resolved {
+    site: &'static ProbeSite,
+    symbol: String,
+    module: Option<String>,
+    layout: SiteLayout,
+}
+
+fn module_loaded(module: &str) -> bool {
+    Path::new("/sys/module").join(module).exists()
+}
+
+/// Finds the symbol, its module and its BTF layout, or says why not.
+fn resolve(
+    site: &'static ProbeSite,
+    kallsyms: &Kallsyms,
+    vmlinux: &Btf,
+) -> Result<Resolved, String> {
+    let Some((symbol, home)) = site
+        .symbols
+        .iter()
+        .find_map(|s| kallsyms.home(s).map(|h| (*s, h.clone())))
+    else {
+        return Err(match site.module {
+            Some(m) if !module_loaded(m) => format!("module {m} is not loaded"),
+            _ => format!("no symbol {} in /proc/kallsyms", site.symbols.join(" or ")),
+        });
+    };
+    let module = match &home {
+        SymbolHome::Vmlinux => None,
+        SymbolHome::Module(m) => Some(m.clone()),
+    };
+    let layout = match &module {
+        None => layout::site_layout(site.id, symbol, vmlinux),
+        Some(m) => Btf::module(m, vmlinux)
+            .with_context(|| format!("no BTF for module {m} (/sys/kernel/btf/{m})"))
+            .and_then(|btf| layout::site_layout(site.id, symbol, &btf)),
+    }
+    .map_err(|e| format!("{e:#}"))?;
+    Ok(Resolved { site, symbol: symbol.to_owned(), module, layout })
+}
+
+fn program_name(prefix: &str, site: &ProbeSite) -> String {
+    format!("{prefix}_{}", site.program_stem)
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, r: &Resolved, btf: &aya::Btf) -> Result<()> {
+    if let Some(m) = &r.module {
+        // aya 0.14 resolves fentry targets in vmlinux BTF only.
+        bail!("fentry on module functions ({m}) is not supported by this loader");
+    }
+    let entry = program_name("fentry", r.site);
+    let prog: &mut FEntry = ebpf
+        .program_mut(&entry)
+        .ok_or_else(|| anyhow!("program {entry} missing from the eBPF object"))?
+        .try_into()?;
+    prog.load(&r.symbol, btf).with_context(|| format!("loading fentry for {}", r.symbol))?;
+    prog.attach().with_context(|| format!("attaching fentry to {}", r.symbol))?;
+    let exit = program_name("fexit", r.site);
+    let prog: &mut FExit = ebpf
+        .program_mut(&exit)
+        .ok_or_else(|| anyhow!("program {exit} missing from the eBPF object"))?
+        .try_into()?;
+    prog.load(&r.symbol, btf).with_context(|| format!("loading fexit for {}", r.symbol))?;
+    prog.attach().with_context(|| format!("attaching fexit to {}", r.symbol))?;
+    Ok(())
+}
+
+fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str) -> Result<()> {
+    for prefix in ["kprobe", "kretprobe"] {
+        let name = program_name(prefix, site);
+        let prog: &mut KProbe = ebpf
+            .program_mut(&name)
+            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
+            .try_into()?;
+        prog.load().with_context(|| format!("loading {prefix} for {symbol}"))?;
+        prog.attach(symbol, 0).with_context(|| format!("attaching {prefix} to {symbol}"))?;
+    }
+    Ok(())
+}
+
+/// Attaches the calibration pair to `symbol` with `mechanism`.
+pub fn attach_calibration(ebpf: &mut Ebpf, mechanism: Mechanism, symbol: &str) -> Result<()> {
+    let site = &super::CALIBRATION;
+    match mechanism {
+        Mechanism::Kprobe => attach_kprobe(ebpf, site, symbol),
+        Mechanism::Fentry => {
+            let btf = aya::Btf::from_sys_fs().context("failed to read vmlinux BTF")?;
+            let r = Resolved {
+                site,
+                symbol: symbol.to_owned(),
+                module: None,
+                layout: SiteLayout::NONE,
+            };
+            attach_fentry(ebpf, &r, &btf)
+        }
+    }
+}
+
+/// Loads the programs and attaches every requested site it can.
+///
+/// Fails with one clear message when pathcost lacks privileges, the kernel
+/// has no BTF, a site the user named explicitly is absent, or no site could
+/// be attached by any mechanism.
+pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
+    require_tracing_privileges()?;
+    let kernel = KernelFeatures::probe();
+    if !kernel.btf {
+        bail!(
+            "kernel {} has no BTF (/sys/kernel/btf/vmlinux is missing): pathcost reads probe \
+             layouts from BTF and needs a kernel built with CONFIG_DEBUG_INFO_BTF=y",
+            kernel.release
+        );
+    }
+    let vmlinux = Btf::vmlinux()?;
+    let wanted: Vec<&str> = req.sites.iter().flat_map(|s| s.symbols.iter().copied()).collect();
+    let kallsyms = Kallsyms::load(&wanted)?;
+
+    let mut cfg: ProbeConfig = layout::base_config(&vmlinux)?;
+    cfg.emit_events = u32::from(req.emit_events);
+    let mut statuses = Vec::new();
+    let mut resolved = Vec::new();
+    for &site in &req.sites {
+        match resolve(site, &kallsyms, &vmlinux) {
+            Ok(r) => {
+                cfg.sites[site.id as usize] = r.layout;
+                resolved.push(r);
+            }
+            Err(why) if req.explicit => {
+                bail!("probe site {} is not available on kernel {}: {why}", site.name, kernel.release)
+            }
+            Err(why) => statuses.push(SiteStatus {
+                site: site.name,
+                symbol: None,
+                module: site.module.map(str::to_owned),
+                mechanism: None,
+                notes: vec![format!("absent: {why}")],
+            }),
+        }
+    }
+
+    let mut ebpf = EbpfLoader::new()
+        .override_global("CONFIG", &cfg, true)
+        .load(EBPF_OBJECT)
+        .context("failed to load pathcost's eBPF object")?;
+    let aya_btf = aya::Btf::from_sys_fs().ok();
+
+    for r in resolved {
+        let mut notes = Vec::new();
+        let mut mechanism = None;
+        for &m in req.backend.ladder() {
+            let result = match m {
+                Mechanism::Fentry => match &aya_btf {
+                    Some(btf) => attach_fentry(&mut ebpf, &r, btf),
+                    None => Err(anyhow!("vmlinux BTF could not be parsed by aya")),
+                },
+                Mechanism::Kprobe if !kernel.kprobes => {
+                    Err(anyhow!("kernel has no kprobes (CONFIG_KPROBES unset)"))
+                }
+                Mechanism::Kprobe => attach_kprobe(&mut ebpf, r.site, &r.symbol),
+            };
+            match result {
+                Ok(()) => {
+                    mechanism = Some(m);
+                    break;
+                }
+                Err(e) => notes.push(format!("{m}: {e:#}")),
+            }
+        }
+        if mechanism.is_none() && req.explicit {
+            bail!(
+                "could not attach to {} ({}) on kernel {}:\n  {}",
+                r.site.name,
+                r.symbol,
+                kernel.release,
+                notes.join("\n  ")
+            );
+        }
+        statuses.push(SiteStatus {
+            site: r.site.name,
+            symbol: Some(r.symbol),
+            module: r.module,
+            mechanism,
+            notes,
+        });
+    }
+
+    if !statuses.iter().any(SiteStatus::attached) {
+        let mut msg = format!("no probe site could be attached on kernel {}:", kernel.release);
+        for s in &statuses {
+            for n in &s.notes {
+                msg.push_str(&format!("\n  {}: {n}", s.site));
+            }
+        }
+        msg.push_str(
+            "\npathcost needs fentry (BTF trampolines) or kprobes on the functions it times; \
+             this kernel allows neither for them. Run it on a kernel with CONFIG_KPROBES, \
+             or in the test VM (cargo xtask run)",
+        );
+        bail!(msg);
+    }
+    statuses.sort_by_key(|s| ProbeSite::by_name(s.site).map(|p| p.id));
+    Ok(AttachedProbes { ebpf, sites: statuses, kernel })
+}

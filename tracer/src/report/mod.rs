@@ -1,0 +1,125 @@
+//! The trace report: one serialisable struct (values in ns, formatted only
+//! on output) rendered as a terminal table or JSON.
+
+pub mod table;
+
+use serde::Serialize;
+
+use crate::{
+    collection::{calibration::SelfCost, KernelHistogram, Losses},
+    probes::{attach::SiteStatus, hook_name},
+    statistics::{packets::PacketTotals, CallStatistics, Summary},
+};
+
+/// Bumped whenever a field changes meaning or is removed.
+pub const TRACE_SCHEMA_VERSION: u32 = 1;
+
+/// One row: a site at one hook in one table or chain.
+#[derive(Clone, Debug, Serialize)]
+pub struct SiteRow {
+    pub site: &'static str,
+    /// Netfilter hook name (`PRE_ROUTING`, ...), `-` when the call has none.
+    pub hook: &'static str,
+    /// iptables table or nf_tables table.
+    pub table: String,
+    /// nf_tables chain; empty otherwise.
+    pub chain: String,
+    /// Inclusive time, raw.
+    #[serde(flatten)]
+    pub inclusive: Summary,
+    /// Exclusive (self) time: minus nested probed calls.
+    pub exclusive: Summary,
+    /// Inclusive time with the probes' own cost removed.
+    pub inclusive_corrected: Summary,
+    /// Self time with the probes' own cost removed.
+    pub exclusive_corrected: Summary,
+}
+
+/// The in-kernel count for a site and hook: complete even when the ring
+/// buffer dropped events.
+#[derive(Clone, Debug, Serialize)]
+pub struct KernelRow {
+    pub site: &'static str,
+    pub hook: &'static str,
+    pub count: u64,
+    pub mean_ns: f64,
+    pub max_ns: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct TraceReport {
+    pub schema_version: u32,
+    pub kernel: String,
+    pub duration_s: f64,
+    pub sites: Vec<SiteStatus>,
+    pub rows: Vec<SiteRow>,
+    /// Netfilter time per packet, over all hooks it traversed here.
+    pub per_packet: Summary,
+    pub in_kernel: Vec<KernelRow>,
+    pub losses: Losses,
+    pub self_cost: Option<SelfCost>,
+}
+
+impl TraceReport {
+    pub fn build(
+        kernel: String,
+        duration_s: f64,
+        sites: Vec<SiteStatus>,
+        stats: &CallStatistics,
+        packets: &PacketTotals,
+        kernel_histograms: &[KernelHistogram],
+        losses: Losses,
+    ) -> TraceReport {
+        let rows = stats
+            .rows
+            .iter()
+            .map(|(key, d)| SiteRow {
+                site: key.site_name(),
+                hook: key.hook.map_or("-", hook_name),
+                table: key.table.clone(),
+                chain: key.chain.clone(),
+                inclusive: Summary::of(&d.inclusive),
+                exclusive: Summary::of(&d.exclusive),
+                inclusive_corrected: Summary::of(&d.inclusive_corrected),
+                exclusive_corrected: Summary::of(&d.exclusive_corrected),
+            })
+            .collect();
+        let in_kernel = kernel_histograms
+            .iter()
+            .filter(|h| h.site != tracer_ebpf::SiteId::Calibration)
+            .map(|h| KernelRow {
+                site: crate::probes::ProbeSite::by_id(h.site).map_or("?", |s| s.name),
+                hook: h.hook.map_or("-", hook_name),
+                count: h.count,
+                mean_ns: h.sum_ns as f64 / h.count.max(1) as f64,
+                max_ns: h.max_ns,
+            })
+            .collect();
+        TraceReport {
+            schema_version: TRACE_SCHEMA_VERSION,
+            kernel,
+            duration_s,
+            sites,
+            rows,
+            per_packet: Summary::of(&packets.per_packet),
+            in_kernel,
+            losses,
+            self_cost: stats.self_cost.clone(),
+        }
+    }
+}
+
+/// Output formats of `trace`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    #[default]
+    Table,
+    Json,
+}
+
+pub fn render(report: &TraceReport, format: Format) -> anyhow::Result<String> {
+    Ok(match format {
+        Format::Table => table::render(report),
+        Format::Json => serde_json::to_string_pretty(report)? + "\n",
+    })
+}

@@ -1,0 +1,119 @@
+//! Plain-text rendering of a trace report for a terminal.
+
+use std::fmt::Write as _;
+
+use super::TraceReport;
+
+/// Renders `rows` as left-aligned columns under `header`.
+pub fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
+        let parts: Vec<String> =
+            cells.zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect();
+        out.push_str(parts.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&mut out, &mut header.iter().copied());
+    for row in rows {
+        line(&mut out, &mut row.iter().map(String::as_str));
+    }
+    out
+}
+
+pub fn render(r: &TraceReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "pathcost trace: kernel {}, {:.1} s", r.kernel, r.duration_s);
+    let _ = writeln!(out, "\nprobe sites:");
+    let site_rows: Vec<Vec<String>> = r
+        .sites
+        .iter()
+        .map(|s| {
+            vec![
+                s.site.to_owned(),
+                s.symbol.clone().unwrap_or_else(|| "-".into()),
+                s.module.clone().unwrap_or_else(|| "vmlinux".into()),
+                s.mechanism.map_or("not attached".into(), |m| m.to_string()),
+                s.notes.join("; "),
+            ]
+        })
+        .collect();
+    out.push_str(&columns(&["site", "symbol", "module", "mechanism", "notes"], &site_rows));
+
+    let _ = writeln!(out, "\nper call (ns; self = minus nested probed calls; corr = minus probe cost):");
+    let rows: Vec<Vec<String>> = r
+        .rows
+        .iter()
+        .map(|row| {
+            let name = if row.chain.is_empty() {
+                row.table.clone()
+            } else {
+                format!("{}/{}", row.table, row.chain)
+            };
+            vec![
+                row.site.to_owned(),
+                row.hook.to_owned(),
+                if name.is_empty() { "-".into() } else { name },
+                row.inclusive.count.to_string(),
+                format!("{:.0}", row.inclusive.mean_ns),
+                row.inclusive.p50_ns.to_string(),
+                row.inclusive.p90_ns.to_string(),
+                row.inclusive.p99_ns.to_string(),
+                row.inclusive.max_ns.to_string(),
+                row.exclusive.p50_ns.to_string(),
+                row.inclusive_corrected.p50_ns.to_string(),
+                row.exclusive_corrected.p50_ns.to_string(),
+            ]
+        })
+        .collect();
+    if rows.is_empty() {
+        out.push_str("  (no calls observed)\n");
+    } else {
+        out.push_str(&columns(
+            &[
+                "site", "hook", "table/chain", "count", "mean", "p50", "p90", "p99", "max",
+                "self p50", "corr p50", "self corr p50",
+            ],
+            &rows,
+        ));
+    }
+    if r.per_packet.count > 0 {
+        let p = &r.per_packet;
+        let _ = writeln!(
+            out,
+            "\nper packet (all netfilter hooks it traversed): {} packets, mean {:.0} ns, p50 {}, p90 {}, p99 {}, max {}",
+            p.count, p.mean_ns, p.p50_ns, p.p90_ns, p.p99_ns, p.max_ns
+        );
+    }
+    match &r.self_cost {
+        Some(c) => {
+            let _ = writeln!(
+                out,
+                "\nprobe self-cost ({} on {}, {} calls): {:.0} ns per entry/exit pair, {:.0} ns of it inside measured spans",
+                c.mechanism, c.target, c.calls, c.pair_ns, c.span_ns
+            );
+        }
+        None => {
+            let _ = writeln!(out, "\nprobe self-cost: not calibrated (figures are raw)");
+        }
+    }
+    let l = &r.losses;
+    let _ = writeln!(
+        out,
+        "losses: unmatched exits {}, depth overflows {}, orphaned frames {}, ring reserve failures {}, negative durations {}, undecodable events {} (entries {}, matched {})",
+        l.unmatched_exits,
+        l.depth_overflows,
+        l.orphaned_frames,
+        l.ring_reserve_failures,
+        l.negative_durations,
+        l.undecodable_events,
+        l.entries,
+        l.matched
+    );
+    out
+}

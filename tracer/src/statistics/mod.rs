@@ -1,0 +1,180 @@
+//! Turns per-call events into distributions: an hdrhistogram per (site,
+//! hook, table/chain), for inclusive and self time, raw and corrected for
+//! the probes' own cost, plus the time each packet spent per hook.
+
+pub mod packets;
+
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use tracer_ebpf::SiteId;
+
+use crate::{collection::calibration::SelfCost, collection::Call, probes::ProbeSite};
+
+/// Histograms keep 3 significant digits up to one minute: more than
+/// enough for nanosecond calls, and bounded in memory.
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static histogram bounds are valid")
+}
+
+/// Identity of a row in the report.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SiteKey {
+    pub site: SiteId,
+    pub hook: Option<u8>,
+    /// iptables table (`nat`, `filter`, ...) or nf_tables table name.
+    pub table: String,
+    /// nf_tables chain name; empty for iptables and other sites.
+    pub chain: String,
+}
+
+impl SiteKey {
+    pub fn of(call: &Call) -> SiteKey {
+        match call.site {
+            // nft: `name` is the chain, `table` its table.
+            SiteId::NftDoChain => SiteKey {
+                site: call.site,
+                hook: call.hook,
+                table: call.table.clone(),
+                chain: call.name.clone(),
+            },
+            _ => SiteKey { site: call.site, hook: call.hook, table: call.name.clone(), chain: String::new() },
+        }
+    }
+
+    pub fn site_name(&self) -> &'static str {
+        ProbeSite::by_id(self.site).map_or("calibration", |s| s.name)
+    }
+}
+
+/// Distributions of one row.
+#[derive(Clone, Debug)]
+pub struct Distribution {
+    pub inclusive: Histogram<u64>,
+    pub exclusive: Histogram<u64>,
+    pub inclusive_corrected: Histogram<u64>,
+    pub exclusive_corrected: Histogram<u64>,
+}
+
+impl Default for Distribution {
+    fn default() -> Self {
+        Distribution {
+            inclusive: new_histogram(),
+            exclusive: new_histogram(),
+            inclusive_corrected: new_histogram(),
+            exclusive_corrected: new_histogram(),
+        }
+    }
+}
+
+/// Summary figures of one histogram, in ns.
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Summary {
+    pub count: u64,
+    pub mean_ns: f64,
+    pub p50_ns: u64,
+    pub p90_ns: u64,
+    pub p99_ns: u64,
+    pub max_ns: u64,
+}
+
+impl Summary {
+    pub fn of(h: &Histogram<u64>) -> Summary {
+        if h.is_empty() {
+            return Summary::default();
+        }
+        Summary {
+            count: h.len(),
+            mean_ns: h.mean(),
+            p50_ns: h.value_at_quantile(0.50),
+            p90_ns: h.value_at_quantile(0.90),
+            p99_ns: h.value_at_quantile(0.99),
+            max_ns: h.max(),
+        }
+    }
+}
+
+/// Records every call; knows nothing of where calls come from, so it is
+/// testable with made-up calls.
+#[derive(Debug, Default)]
+pub struct CallStatistics {
+    pub rows: BTreeMap<SiteKey, Distribution>,
+    pub self_cost: Option<SelfCost>,
+    pub calls: u64,
+}
+
+impl CallStatistics {
+    pub fn new(self_cost: Option<SelfCost>) -> CallStatistics {
+        CallStatistics { self_cost, ..Default::default() }
+    }
+
+    pub fn record(&mut self, call: &Call) {
+        if call.site == SiteId::Calibration {
+            return;
+        }
+        self.calls += 1;
+        let d = self.rows.entry(SiteKey::of(call)).or_default();
+        // Zero-length calls exist at clock resolution; hdrhistogram's lowest
+        // bound is 1, so they are recorded as 1 ns.
+        let rec = |h: &mut Histogram<u64>, v: u64| h.saturating_record(v.max(1));
+        rec(&mut d.inclusive, call.duration_ns);
+        rec(&mut d.exclusive, call.self_ns);
+        let (inc, exc) = match &self.self_cost {
+            Some(c) => (
+                c.correct_inclusive(call.duration_ns, call.descendants),
+                c.correct_self(call.self_ns, call.children),
+            ),
+            None => (call.duration_ns, call.self_ns),
+        };
+        rec(&mut d.inclusive_corrected, inc);
+        rec(&mut d.exclusive_corrected, exc);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn call(site: SiteId, hook: u8, name: &str, table: &str, dur: u64, self_ns: u64) -> Call {
+        Call {
+            site,
+            hook: Some(hook),
+            pf: 2,
+            cpu: 0,
+            depth: 0,
+            children: 0,
+            descendants: 0,
+            skb: 0xffff_0000,
+            start_ns: 1,
+            duration_ns: dur,
+            self_ns,
+            ret: 1,
+            name: name.into(),
+            table: table.into(),
+        }
+    }
+
+    #[test]
+    fn calls_are_grouped_by_site_hook_table_and_chain() {
+        let mut s = CallStatistics::new(None);
+        s.record(&call(SiteId::IptDoTable, 0, "nat", "", 1000, 1000));
+        s.record(&call(SiteId::IptDoTable, 0, "nat", "", 3000, 3000));
+        s.record(&call(SiteId::IptDoTable, 3, "nat", "", 500, 500));
+        s.record(&call(SiteId::NftDoChain, 0, "nat-prerouting", "kube-proxy", 700, 700));
+        s.record(&call(SiteId::Calibration, 5, "", "", 7, 7));
+        assert_eq!(s.rows.len(), 3);
+        assert_eq!(s.calls, 4);
+        let key = SiteKey { site: SiteId::IptDoTable, hook: Some(0), table: "nat".into(), chain: String::new() };
+        let sum = Summary::of(&s.rows[&key].inclusive);
+        assert_eq!(sum.count, 2);
+        assert!((sum.mean_ns - 2000.0).abs() < 5.0, "{}", sum.mean_ns);
+        assert_eq!(sum.max_ns, 3001); // hdrhistogram's equivalent-value rounding at 3 digits
+        let nft = SiteKey {
+            site: SiteId::NftDoChain,
+            hook: Some(0),
+            table: "kube-proxy".into(),
+            chain: "nat-prerouting".into(),
+        };
+        assert!(s.rows.contains_key(&nft));
+    }
+}

@@ -1,0 +1,144 @@
+//! A tracing session: attach, calibrate, collect until told to stop,
+//! detach, and build the report. Shared by `trace`, `selftest` and tests.
+
+use std::{future::Future, time::{Duration, Instant}};
+
+use anyhow::Result;
+
+use crate::{
+    collection::{calibration, EventStream, KernelMaps},
+    probes::attach::{attach, AttachRequest, SiteStatus},
+    report::TraceReport,
+    statistics::{packets::PacketTotals, CallStatistics},
+};
+
+/// What a session measures and how.
+#[derive(Clone, Debug)]
+pub struct SessionOptions {
+    pub request: AttachRequest,
+    /// Measure the probes' own cost before collecting.
+    pub calibrate: bool,
+    /// Print a live summary this often (`None`: only the final report).
+    pub interval: Option<Duration>,
+}
+
+/// Attached probes collecting into statistics.
+pub struct Session {
+    probes: crate::probes::attach::AttachedProbes,
+    maps: KernelMaps,
+    events: EventStream,
+    stats: CallStatistics,
+    packets: PacketTotals,
+    started: Instant,
+}
+
+impl Session {
+    /// Attaches (and calibrates) synchronously, so callers can start
+    /// traffic knowing the probes are live.
+    pub fn start(opts: &SessionOptions) -> Result<Session> {
+        let mut probes = attach(&opts.request)?;
+        let maps = KernelMaps::take(&mut probes.ebpf)?;
+        let events = EventStream::take(&mut probes.ebpf)?;
+        let self_cost = match probes.sites.iter().find_map(|s| s.mechanism) {
+            Some(m) if opts.calibrate => Some(calibration::calibrate(&mut probes.ebpf, &maps, m)?),
+            _ => None,
+        };
+        Ok(Session {
+            probes,
+            maps,
+            events,
+            stats: CallStatistics::new(self_cost),
+            packets: PacketTotals::default(),
+            started: Instant::now(),
+        })
+    }
+
+    pub fn sites(&self) -> &[SiteStatus] {
+        &self.probes.sites
+    }
+
+    pub fn maps(&self) -> &KernelMaps {
+        &self.maps
+    }
+
+    /// Collects events until `stop` completes, calling `live` every
+    /// `interval` with a snapshot report.
+    pub async fn collect_until(
+        &mut self,
+        stop: impl Future<Output = ()>,
+        interval: Option<Duration>,
+        mut live: impl FnMut(&TraceReport),
+    ) -> Result<()> {
+        tokio::pin!(stop);
+        let mut ticker = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                batch = self.events.next_batch(|c| {
+                    self.stats.record(&c);
+                    self.packets.record(&c);
+                }) => { batch?; }
+                _ = ticker.tick(), if interval.is_some() => live(&self.snapshot()?),
+                () = &mut stop => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes in whatever is already in the ring, without waiting.
+    pub fn drain(&mut self) {
+        let (stats, packets) = (&mut self.stats, &mut self.packets);
+        self.events.drain(|c| {
+            stats.record(&c);
+            packets.record(&c);
+        });
+    }
+
+    fn snapshot(&self) -> Result<TraceReport> {
+        let mut losses = self.maps.losses()?;
+        losses.undecodable_events = self.events.undecodable;
+        Ok(TraceReport::build(
+            self.probes.kernel.release.clone(),
+            self.started.elapsed().as_secs_f64(),
+            self.probes.sites.clone(),
+            &self.stats,
+            &self.packets,
+            &self.maps.histograms()?,
+            losses,
+        ))
+    }
+
+    /// Detaches everything and returns the final report.
+    pub fn finish(mut self) -> Result<TraceReport> {
+        self.drain();
+        self.packets.flush();
+        let report = self.snapshot()?;
+        drop(self.probes);
+        Ok(report)
+    }
+}
+
+/// Completes on Ctrl-C, SIGTERM, or after `duration`.
+pub async fn stop_signal(duration: Option<Duration>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).ok();
+    let term = async {
+        match term.as_mut() {
+            Some(t) => {
+                t.recv().await;
+            }
+            None => std::future::pending().await,
+        }
+    };
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = term => {}
+        () = timer => {}
+    }
+}
