@@ -14,5 +14,5 @@ pub mod probes;
 pub mod report;
 pub mod selftest;
 pub mod statistics;
-// TEMP pub mod synthesis;
+pub mod synthesis;
 pub mod trace;

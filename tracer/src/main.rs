@@ -64,6 +64,10 @@ enum Command {
         /// Skip measuring the probes' own cost at start-up.
         #[arg(long)]
         no_calibrate: bool,
+        /// Keep only packets of this network namespace, given as a path
+        /// (/proc/1/ns/net is the host's, /run/netns/NAME a named one).
+        #[arg(long)]
+        netns: Option<PathBuf>,
     },
     /// Check on this kernel that the probes see real packets.
     ///
@@ -106,6 +110,14 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Inode of a network namespace file, which is what the probes record.
+fn netns_inode(path: &std::path::Path) -> Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot open network namespace {}", path.display()))?;
+    u32::try_from(meta.ino()).with_context(|| format!("{} is not a namespace file", path.display()))
+}
+
 fn write_output(text: &str, output: Option<&PathBuf>) -> Result<()> {
     match output {
         Some(p) if p.as_os_str() != "-" => {
@@ -126,7 +138,7 @@ fn write_output(text: &str, output: Option<&PathBuf>) -> Result<()> {
 
 async fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Trace { duration, sites, interval, backend, format, output, no_calibrate } => {
+        Command::Trace { duration, sites, interval, backend, format, output, no_calibrate, netns } => {
             let explicit = sites.is_some();
             let sites = sites.map_or_else(
                 || tracer::probes::SITES.iter().filter(|s| s.default).collect(),
@@ -137,6 +149,7 @@ async fn run(cli: Cli) -> Result<()> {
                 request: AttachRequest { sites, explicit, backend, emit_events: true },
                 calibrate: !no_calibrate,
                 interval,
+                netns: netns.as_deref().map(netns_inode).transpose()?,
             })?;
             for s in session.sites() {
                 eprintln!(

@@ -20,6 +20,9 @@ type Job = Box<dyn FnOnce() + Send>;
 /// A network namespace served by its own thread.
 pub struct NetNs {
     name: String,
+    /// Thread id of the namespace's thread: `ip link ... netns TID` moves a
+    /// link into this namespace (the kernel resolves thread ids as well).
+    tid: i32,
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -28,7 +31,7 @@ impl NetNs {
     /// Creates the namespace and brings its loopback up.
     pub fn new(name: &str) -> Result<NetNs> {
         let (jobs, inbox) = mpsc::channel::<Job>();
-        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), String>>();
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<i32, String>>();
         let thread = thread::Builder::new()
             .name(format!("netns-{name}"))
             .spawn(move || {
@@ -38,23 +41,40 @@ impl NetNs {
                     let _ = ready_tx.send(Err(format!("unshare(CLONE_NEWNET) failed: {err}")));
                     return;
                 }
-                let _ = ready_tx.send(Ok(()));
+                // SAFETY: gettid cannot fail.
+                let tid = unsafe { libc::gettid() };
+                let _ = ready_tx.send(Ok(tid));
                 for job in inbox {
                     job();
                 }
             })
             .context("failed to spawn a namespace thread")?;
-        ready_rx
+        let tid = ready_rx
             .recv()
             .map_err(|_| anyhow!("namespace thread for {name} died"))?
             .map_err(|e| anyhow!("cannot create network namespace {name}: {e} (needs CAP_SYS_ADMIN)"))?;
-        let ns = NetNs { name: name.to_owned(), jobs: Some(jobs), thread: Some(thread) };
+        let ns = NetNs { name: name.to_owned(), tid, jobs: Some(jobs), thread: Some(thread) };
         ns.cmd("ip", &["link", "set", "lo", "up"])?;
         Ok(ns)
     }
 
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// For `ip link set DEV netns TID`.
+    pub fn tid(&self) -> i32 {
+        self.tid
+    }
+
+    /// Writes a sysctl of this namespace (`net.*` sysctls are per namespace,
+    /// resolved against the writing thread's namespace).
+    pub fn sysctl(&self, key: &str, value: &str) -> Result<()> {
+        let path = format!("/proc/sys/{}", key.replace('.', "/"));
+        let value = value.to_owned();
+        let shown = format!("{key}={value}");
+        self.run(move || std::fs::write(&path, value))?
+            .with_context(|| format!("failed to set {shown} in namespace {}", self.name))
     }
 
     /// Runs `f` on the namespace's thread and returns its result.
@@ -84,13 +104,16 @@ impl NetNs {
         self.run(move || run_command(&ns, &program, &args, input))?
     }
 
-    /// Inode of the namespace (as in `/proc/PID/ns/net`), to recognise it.
-    pub fn inode(&self) -> Result<u64> {
-        self.run(|| {
-            use std::os::unix::fs::MetadataExt as _;
-            std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino())
-        })?
-        .context("reading /proc/thread-self/ns/net")
+    /// Inode of the namespace (as in `/proc/PID/ns/net`; the kernel's
+    /// `ns.inum`, a u32), which the probes record per packet.
+    pub fn inode(&self) -> Result<u32> {
+        let ino = self
+            .run(|| {
+                use std::os::unix::fs::MetadataExt as _;
+                std::fs::metadata("/proc/thread-self/ns/net").map(|m| m.ino())
+            })?
+            .context("reading /proc/thread-self/ns/net")?;
+        u32::try_from(ino).context("namespace inode does not fit in 32 bits")
     }
 }
 

@@ -77,6 +77,7 @@ pub async fn run(backend: Backend, packets: u64, iptables: &str) -> Result<Selft
         },
         calibrate: true,
         interval: None,
+        netns: Some(ns.inode()?),
     })?;
     let before = session.maps().site_count(SiteId::NfHookSlow)?;
 

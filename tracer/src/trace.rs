@@ -6,7 +6,7 @@ use std::{future::Future, time::{Duration, Instant}};
 use anyhow::Result;
 
 use crate::{
-    collection::{calibration, EventStream, KernelMaps},
+    collection::{calibration, Call, EventStream, KernelMaps},
     probes::attach::{attach, AttachRequest, SiteStatus},
     report::TraceReport,
     statistics::{packets::PacketTotals, CallStatistics},
@@ -20,6 +20,8 @@ pub struct SessionOptions {
     pub calibrate: bool,
     /// Print a live summary this often (`None`: only the final report).
     pub interval: Option<Duration>,
+    /// Keep only calls in this network namespace (inode); `None`: all.
+    pub netns: Option<u32>,
 }
 
 /// Attached probes collecting into statistics.
@@ -29,6 +31,7 @@ pub struct Session {
     events: EventStream,
     stats: CallStatistics,
     packets: PacketTotals,
+    netns: Option<u32>,
     started: Instant,
 }
 
@@ -49,6 +52,7 @@ impl Session {
             events,
             stats: CallStatistics::new(self_cost),
             packets: PacketTotals::default(),
+            netns: opts.netns,
             started: Instant::now(),
         })
     }
@@ -73,11 +77,9 @@ impl Session {
         let mut ticker = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
         ticker.tick().await;
         loop {
+            let (stats, packets, netns) = (&mut self.stats, &mut self.packets, self.netns);
             tokio::select! {
-                batch = self.events.next_batch(|c| {
-                    self.stats.record(&c);
-                    self.packets.record(&c);
-                }) => { batch?; }
+                batch = self.events.next_batch(|c| record(stats, packets, netns, &c)) => { batch?; }
                 _ = ticker.tick(), if interval.is_some() => live(&self.snapshot()?),
                 () = &mut stop => break,
             }
@@ -87,11 +89,8 @@ impl Session {
 
     /// Takes in whatever is already in the ring, without waiting.
     pub fn drain(&mut self) {
-        let (stats, packets) = (&mut self.stats, &mut self.packets);
-        self.events.drain(|c| {
-            stats.record(&c);
-            packets.record(&c);
-        });
+        let (stats, packets, netns) = (&mut self.stats, &mut self.packets, self.netns);
+        self.events.drain(|c| record(stats, packets, netns, &c));
     }
 
     fn snapshot(&self) -> Result<TraceReport> {
@@ -116,6 +115,14 @@ impl Session {
         drop(self.probes);
         Ok(report)
     }
+}
+
+fn record(stats: &mut CallStatistics, packets: &mut PacketTotals, netns: Option<u32>, call: &Call) {
+    if netns.is_some_and(|n| n != call.netns) {
+        return;
+    }
+    stats.record(call);
+    packets.record(call);
 }
 
 /// Completes on Ctrl-C, SIGTERM, or after `duration`.

@@ -134,6 +134,8 @@ pub struct Call {
     pub depth: u8,
     pub children: u16,
     pub descendants: u16,
+    /// Inode of the packet's network namespace (0 when unknown).
+    pub netns: u32,
     pub skb: u64,
     pub start_ns: u64,
     pub duration_ns: u64,
@@ -168,6 +170,7 @@ impl Call {
             depth: ev.depth,
             children: ev.children,
             descendants: ev.descendants,
+            netns: ev.netns,
             skb: ev.skb,
             start_ns: ev.start_ns,
             duration_ns: ev.duration_ns,

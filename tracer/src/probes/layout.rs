@@ -33,6 +33,8 @@ pub fn base_config(vmlinux: &Btf) -> Result<ProbeConfig> {
     let mut cfg = ProbeConfig::EMPTY;
     cfg.state_hook_off = offset(vmlinux, "nf_hook_state", "hook")?;
     cfg.state_pf_off = offset(vmlinux, "nf_hook_state", "pf")?;
+    cfg.state_net_off = offset(vmlinux, "nf_hook_state", "net")?;
+    cfg.net_inum_off = offset(vmlinux, "net", "ns.inum")?;
     Ok(cfg)
 }
 

@@ -144,6 +144,7 @@ mod tests {
             depth: 0,
             children: 0,
             descendants: 0,
+            netns: 0,
             skb: 0xffff_0000,
             start_ns: 1,
             duration_ns: dur,

@@ -123,6 +123,7 @@ mod tests {
             depth: 0,
             children: 0,
             descendants: 0,
+            netns: 0,
             skb,
             start_ns: start,
             duration_ns: dur,

@@ -1,0 +1,224 @@
+//! Probe correctness with known rules and known traffic (VM suite; skips
+//! with a reason on kernels without kprobes):
+//! - new UDP flows through iptables nat rules give exactly one `ipt_do_table`
+//!   nat call at PRE_ROUTING per flow in the node namespace;
+//! - an IPVS virtual service gives one `ip_vs_schedule` per new connection,
+//!   and its NAT transmit, nested inside the IPVS hook, pairs cleanly;
+//! - nothing stays attached after pathcost is SIGKILLed.
+//!
+//! Tests share kernel-wide probe state, so they run one at a time.
+
+use std::{
+    io::{BufRead as _, BufReader},
+    net::{Ipv4Addr, UdpSocket},
+    process::{Command, Stdio},
+    sync::Mutex,
+    time::Duration,
+};
+
+use pathcost_tests::{kprobe_skip_reason, pathcost_bin, skip};
+use tracer::{
+    probes::{attach::AttachRequest, Backend, ProbeSite},
+    report::TraceReport,
+    synthesis::topology::Topology,
+    trace::{Session, SessionOptions},
+};
+
+static SERIAL: Mutex<()> = Mutex::new(());
+
+const VIP: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 1);
+const PORT: u16 = 5353;
+const FLOWS: u64 = 200;
+
+fn sites(names: &[&str]) -> Vec<&'static ProbeSite> {
+    names.iter().map(|n| ProbeSite::by_name(n).expect("known site")).collect()
+}
+
+/// Sends `FLOWS` new UDP flows (fresh source ports) from the client to VIP.
+fn send_new_flows(topo: &Topology) {
+    topo.client
+        .run(|| {
+            for _ in 0..FLOWS {
+                let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
+                s.send_to(b"pathcost", (VIP, PORT)).expect("send");
+            }
+        })
+        .expect("client thread");
+}
+
+async fn trace_while(topo: &Topology, site_names: &[&str], traffic: impl FnOnce(&Topology)) -> TraceReport {
+    let mut session = Session::start(&SessionOptions {
+        request: AttachRequest {
+            sites: sites(site_names),
+            explicit: true,
+            backend: Backend::Kprobe,
+            emit_events: true,
+        },
+        calibrate: false,
+        interval: None,
+        netns: Some(topo.node.inode().expect("node inode")),
+    })
+    .expect("attach");
+    traffic(topo);
+    session
+        .collect_until(tokio::time::sleep(Duration::from_secs(2)), None, |_| {})
+        .await
+        .expect("collect");
+    session.finish().expect("report")
+}
+
+fn count(report: &TraceReport, site: &str, hook: &str, table: &str) -> u64 {
+    report
+        .rows
+        .iter()
+        .filter(|r| r.site == site && r.hook == hook && r.table == table)
+        .map(|r| r.inclusive.count)
+        .sum()
+}
+
+fn assert_clean(report: &TraceReport) {
+    let l = &report.losses;
+    assert_eq!(l.unmatched_exits, 0, "{l:?}");
+    assert_eq!(l.orphaned_frames, 0, "{l:?}");
+    assert_eq!(l.depth_overflows, 0, "{l:?}");
+    assert_eq!(l.ring_reserve_failures, 0, "{l:?}");
+    assert_eq!(l.negative_durations, 0, "{l:?}");
+    for row in &report.rows {
+        // Under TCG a call can take milliseconds, never a second.
+        assert!(row.inclusive.max_ns < 1_000_000_000, "absurd duration in {row:?}");
+        assert!(row.exclusive.max_ns <= row.inclusive.max_ns + 1, "{row:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn iptables_nat_walks_once_per_new_flow_at_prerouting() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(why) = kprobe_skip_reason() {
+        return skip("iptables_nat_walks_once_per_new_flow_at_prerouting", &why);
+    }
+    let topo = Topology::build().expect("topology");
+    // 100 non-matching service rules before the one that matches.
+    let mut rules = String::from("*nat\n:PREROUTING ACCEPT [0:0]\n");
+    for i in 2..102 {
+        rules.push_str(&format!("-A PREROUTING -d 172.30.1.{i}/32 -p udp --dport {PORT} -j DNAT --to-destination 10.180.0.9:{PORT}\n"));
+    }
+    rules.push_str(&format!("-A PREROUTING -d {VIP}/32 -p udp --dport {PORT} -j DNAT --to-destination 10.180.0.1:{PORT}\nCOMMIT\n"));
+    topo.node.cmd_with_input("iptables-legacy-restore", &[], Some(rules)).expect("rules");
+
+    let report = trace_while(&topo, &["nf_hook_slow", "ipt_do_table"], send_new_flows).await;
+    eprintln!("{}", tracer::report::table::render(&report));
+    assert_eq!(count(&report, "ipt_do_table", "PRE_ROUTING", "nat"), FLOWS);
+    assert!(count(&report, "nf_hook_slow", "PRE_ROUTING", "") >= FLOWS);
+    assert_clean(&report);
+    // The DNAT happened: the rule's packet counter saw every flow.
+    let listing = topo.node.cmd("iptables-legacy", &["-t", "nat", "-L", "PREROUTING", "-v", "-x", "-n"]).unwrap();
+    let last = listing.lines().last().unwrap();
+    assert!(last.trim_start().starts_with(&FLOWS.to_string()), "{listing}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ipvs_schedules_once_per_new_connection_and_nested_transmit_pairs() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(why) = kprobe_skip_reason() {
+        return skip("ipvs_schedules_once_per_new_connection_and_nested_transmit_pairs", &why);
+    }
+    if !std::path::Path::new("/sys/module/ip_vs").exists() {
+        return skip("ipvs_schedules_once_per_new_connection_and_nested_transmit_pairs", "ip_vs module not loaded");
+    }
+    let topo = Topology::build().expect("topology");
+    let n = &topo.node;
+    n.cmd("ip", &["link", "add", "kube-ipvs0", "type", "dummy"]).unwrap();
+    n.cmd("ip", &["addr", "add", &format!("{VIP}/32"), "dev", "kube-ipvs0"]).unwrap();
+    let vs = format!("{VIP}:{PORT}");
+    n.cmd("ipvsadm", &["-A", "-u", &vs, "-s", "rr"]).unwrap();
+    for ep in ["10.180.0.1", "10.180.0.2"] {
+        n.cmd("ipvsadm", &["-a", "-u", &vs, "-r", &format!("{ep}:{PORT}"), "-m", "-w", "1"]).unwrap();
+    }
+    // Something at LOCAL_OUT too, so the NAT transmit's nested hook has a
+    // table to walk.
+    n.cmd("iptables-legacy", &["-t", "filter", "-A", "OUTPUT", "-p", "udp", "-j", "ACCEPT"]).unwrap();
+
+    let report = trace_while(
+        &topo,
+        &["nf_hook_slow", "ipt_do_table", "ip_vs_in", "ip_vs_schedule"],
+        send_new_flows,
+    )
+    .await;
+    eprintln!("{}", tracer::report::table::render(&report));
+    assert_eq!(count(&report, "ip_vs_schedule", "LOCAL_IN", ""), FLOWS);
+    assert!(count(&report, "ip_vs_in", "LOCAL_IN", "") >= FLOWS);
+    // The transmit from inside the IPVS hook: LOCAL_OUT walks nested in it.
+    assert!(count(&report, "ipt_do_table", "LOCAL_OUT", "filter") >= FLOWS, "{:#?}", report.rows);
+    assert_clean(&report);
+    let ipvs = report.rows.iter().find(|r| r.site == "ip_vs_in" && r.hook == "LOCAL_IN").unwrap();
+    // Self time excludes the nested hooks: clearly below inclusive.
+    assert!(
+        ipvs.exclusive.mean_ns < ipvs.inclusive.mean_ns * 0.9,
+        "self {} vs inclusive {}",
+        ipvs.exclusive.mean_ns,
+        ipvs.inclusive.mean_ns
+    );
+}
+
+/// Names our programs get in the kernel (BPF names are cut at 15 bytes).
+fn our_program_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for site in tracer::probes::SITES.iter().chain([&tracer::probes::CALIBRATION]) {
+        for prefix in ["kprobe", "kretprobe", "fentry", "fexit"] {
+            let full = format!("{prefix}_{}", site.program_stem);
+            names.push(full.chars().take(15).collect());
+        }
+    }
+    names
+}
+
+fn loaded_ours() -> Vec<String> {
+    let ours = our_program_names();
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .filter(|n| ours.contains(n))
+        .collect()
+}
+
+fn kprobe_events() -> String {
+    std::fs::read_to_string("/sys/kernel/tracing/kprobe_events")
+        .or_else(|_| std::fs::read_to_string("/sys/kernel/debug/tracing/kprobe_events"))
+        .unwrap_or_default()
+}
+
+#[test]
+fn nothing_stays_attached_after_sigkill() {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(why) = kprobe_skip_reason() {
+        return skip("nothing_stays_attached_after_sigkill", &why);
+    }
+    assert!(loaded_ours().is_empty(), "leftovers before the test: {:?}", loaded_ours());
+    let mut child = Command::new(pathcost_bin())
+        .args(["trace", "--sites", "nf_hook_slow", "--backend", "kprobe", "--no-calibrate", "--interval", "0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn pathcost");
+    // Wait for the attach line on stderr.
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    assert!(line.contains("nf_hook_slow -> kprobe"), "{line}");
+    let attached = loaded_ours();
+    assert!(!attached.is_empty(), "pathcost's programs are not loaded while it runs");
+
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    // The kernel releases fds asynchronously (RCU); give it a moment.
+    let mut left = loaded_ours();
+    for _ in 0..50 {
+        if left.is_empty() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        left = loaded_ours();
+    }
+    assert!(left.is_empty(), "programs left after SIGKILL: {left:?}");
+    assert_eq!(kprobe_events().trim(), "", "kprobe events left after SIGKILL");
+}
