@@ -134,6 +134,10 @@ pub struct ProbeConfig {
     pub state_hook_off: i16,
     /// Offset of `pf` (u8) in `struct nf_hook_state`.
     pub state_pf_off: i16,
+    /// Offset of `net` (`struct net *`) in `struct nf_hook_state`.
+    pub state_net_off: i16,
+    /// Offset of `ns.inum` (u32) in `struct net`: the namespace's inode.
+    pub net_inum_off: i16,
     /// Non-zero: send one [`CallEvent`] per call through the ring buffer.
     /// Zero: only the in-kernel histograms and counters are kept.
     pub emit_events: u32,
@@ -144,6 +148,8 @@ impl ProbeConfig {
         sites: [SiteLayout::NONE; SITE_COUNT],
         state_hook_off: NO_OFFSET,
         state_pf_off: NO_OFFSET,
+        state_net_off: NO_OFFSET,
+        net_inum_off: NO_OFFSET,
         emit_events: 1,
     };
 }
@@ -167,6 +173,9 @@ pub struct Frame {
     pub descendants: u16,
     pub hook: u8,
     pub pf: u8,
+    /// Inode of the packet's network namespace (0 when unknown).
+    pub netns: u32,
+    pub _pad: u32,
     pub name: [u8; NAME_LEN],
     pub table: [u8; NAME_LEN],
 }
@@ -204,7 +213,9 @@ pub struct CallEvent {
     pub pf: u8,
     /// Stack depth of this call (0 = outermost probed call on this CPU).
     pub depth: u8,
-    pub _pad: [u8; 5],
+    pub _pad: u8,
+    /// Inode of the packet's network namespace (0 when unknown).
+    pub netns: u32,
     pub name: [u8; NAME_LEN],
     pub table: [u8; NAME_LEN],
 }
@@ -245,7 +256,7 @@ pub struct SiteHistogram {
 }
 
 const _: () = assert!(core::mem::size_of::<SiteLayout>() == 20);
-const _: () = assert!(core::mem::size_of::<Frame>() == 96);
+const _: () = assert!(core::mem::size_of::<Frame>() == 104);
 const _: () = assert!(core::mem::size_of::<CallEvent>() == 120);
 const _: () = assert!(core::mem::size_of::<SiteHistogram>() == (HIST_BUCKETS + 4) * 8);
 const _: () = assert!(MAX_DEPTH.is_power_of_two());

@@ -14,9 +14,10 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe, map},
     maps::{PerCpuArray, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    EbpfContext as _,
 };
 use tracer_ebpf::{
-    histogram_index, CallEvent, CallStack, Counter, ProbeConfig, SiteHistogram, SiteId,
+    histogram_index, CallEvent, CallStack, Counter, Frame, ProbeConfig, SiteHistogram, SiteId,
     COUNTER_COUNT, HIST_BUCKETS, HOOK_SLOTS, HOOK_UNKNOWN, MAX_DEPTH, NAME_LEN, NO_ARG,
     NO_OFFSET, SITE_COUNT,
 };
@@ -58,43 +59,99 @@ fn count_n(counter: Counter, n: u64) {
     }
 }
 
-/// Argument access that is the same for kprobes and fentry/fexit. The
-/// verifier only allows constant offsets into the context, hence the match.
+/// Argument access that is the same for kprobes and fentry/fexit, by an
+/// index known only at load time.
 trait Args {
-    fn raw_arg(&self, n: usize) -> u64;
+    fn arg_at(&self, n: i8) -> u64;
+}
 
+impl Args for ProbeContext {
+    /// The verifier only allows constant offsets into pt_regs, and LLVM
+    /// happily turns "pick one of five loads" into one load at a computed
+    /// offset. Volatile loads of every argument register, then a pick among
+    /// the values, keep each access at its constant offset.
     #[inline(always)]
     fn arg_at(&self, n: i8) -> u64 {
+        let regs = self.regs;
+        // SAFETY: regs is the kprobe's pt_regs context, valid for the call.
+        let [a0, a1, a2, a3, a4] = unsafe { arg_registers(regs) };
         match n {
-            0 => self.raw_arg(0),
-            1 => self.raw_arg(1),
-            2 => self.raw_arg(2),
-            3 => self.raw_arg(3),
-            4 => self.raw_arg(4),
+            0 => a0,
+            1 => a1,
+            2 => a2,
+            3 => a3,
+            4 => a4,
             _ => 0,
         }
     }
 }
 
-impl Args for ProbeContext {
-    #[inline(always)]
-    fn raw_arg(&self, n: usize) -> u64 {
-        self.arg::<u64>(n).unwrap_or(0)
+#[cfg(bpf_target_arch = "x86_64")]
+#[inline(always)]
+unsafe fn arg_registers(regs: *const aya_ebpf::bindings::pt_regs) -> [u64; 5] {
+    use core::ptr::{addr_of, read_volatile};
+    unsafe {
+        [
+            read_volatile(addr_of!((*regs).rdi)),
+            read_volatile(addr_of!((*regs).rsi)),
+            read_volatile(addr_of!((*regs).rdx)),
+            read_volatile(addr_of!((*regs).rcx)),
+            read_volatile(addr_of!((*regs).r8)),
+        ]
     }
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+unsafe fn arg_registers(regs: *const aya_ebpf::bindings::user_pt_regs) -> [u64; 5] {
+    use core::ptr::{addr_of, read_volatile};
+    unsafe {
+        [
+            read_volatile(addr_of!((*regs).regs[0])),
+            read_volatile(addr_of!((*regs).regs[1])),
+            read_volatile(addr_of!((*regs).regs[2])),
+            read_volatile(addr_of!((*regs).regs[3])),
+            read_volatile(addr_of!((*regs).regs[4])),
+        ]
+    }
+}
+
+/// fentry/fexit arguments through `bpf_get_func_arg` (5.17+), which takes
+/// a run-time index and checks it against the function's argument count.
+#[inline(always)]
+fn func_arg(ctx: *mut core::ffi::c_void, n: i8) -> u64 {
+    if n < 0 {
+        return 0;
+    }
+    let mut value = 0u64;
+    // SAFETY: ctx is the tracing program's context.
+    let ret = unsafe { aya_ebpf::helpers::generated::bpf_get_func_arg(ctx, n as u32, &mut value) };
+    if ret == 0 { value } else { 0 }
 }
 
 impl Args for FEntryContext {
     #[inline(always)]
-    fn raw_arg(&self, n: usize) -> u64 {
-        self.arg::<u64>(n)
+    fn arg_at(&self, n: i8) -> u64 {
+        func_arg(self.as_ptr(), n)
     }
 }
 
 impl Args for FExitContext {
     #[inline(always)]
-    fn raw_arg(&self, n: usize) -> u64 {
-        self.arg::<u64>(n)
+    fn arg_at(&self, n: i8) -> u64 {
+        func_arg(self.as_ptr(), n)
     }
+}
+
+/// The frame at `idx`, indexed so the verifier can prove it in bounds.
+/// Reading the index through a volatile load stops LLVM from folding the
+/// arithmetic that produced it into the address (e.g. `depth*104 - 104`,
+/// whose lower bound the verifier cannot see); the mask then bounds it.
+#[inline(always)]
+fn frame_at(frames: &mut [Frame; MAX_DEPTH], idx: usize) -> &mut Frame {
+    // SAFETY: reading a local.
+    let idx = unsafe { core::ptr::read_volatile(&idx) } & (MAX_DEPTH - 1);
+    &mut frames[idx]
 }
 
 #[inline(always)]
@@ -103,6 +160,11 @@ fn read_u64(addr: u64) -> u64 {
         return 0;
     }
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn read_u32(addr: u64) -> u32 {
+    unsafe { bpf_probe_read_kernel(addr as *const u32) }.unwrap_or(0)
 }
 
 #[inline(always)]
@@ -126,6 +188,7 @@ struct Attribution {
     skb: u64,
     hook: u8,
     pf: u8,
+    netns: u32,
 }
 
 #[inline(always)]
@@ -149,14 +212,21 @@ fn attribute<A: Args>(ctx: &A, site: usize) -> Attribution {
     }
     let mut hook = HOOK_UNKNOWN;
     let mut pf = 0;
+    let mut netns = 0;
     if state != 0 && cfg.state_hook_off != NO_OFFSET {
         hook = read_u8(state + cfg.state_hook_off as u64);
         pf = read_u8(state + cfg.state_pf_off as u64);
+        if cfg.state_net_off != NO_OFFSET {
+            let net = read_u64(state + cfg.state_net_off as u64);
+            if net != 0 {
+                netns = read_u32(net + cfg.net_inum_off as u64);
+            }
+        }
     }
     if layout.hook_value_arg != NO_ARG {
         hook = ctx.arg_at(layout.hook_value_arg) as u8;
     }
-    Attribution { skb, hook, pf }
+    Attribution { skb, hook, pf, netns }
 }
 
 #[inline(always)]
@@ -174,15 +244,27 @@ fn on_entry<A: Args>(ctx: &A, site: SiteId) -> u32 {
     if site_idx >= SITE_COUNT {
         return 0;
     }
-    let at = attribute(ctx, site_idx);
+    let mut at = attribute(ctx, site_idx);
+    // Calls without a hook state (ip_vs_schedule) run inside one that has
+    // it (the IPVS hook): inherit the enclosing call's hook and namespace.
+    if at.hook == HOOK_UNKNOWN && depth > 0 {
+        let parent = frame_at(&mut stack.frames, depth - 1);
+        at.hook = parent.hook;
+        at.pf = parent.pf;
+        at.netns = parent.netns;
+        if at.skb == 0 {
+            at.skb = parent.skb;
+        }
+    }
     let layout = &config().sites[site_idx];
-    let frame = &mut stack.frames[depth & (MAX_DEPTH - 1)];
+    let frame = frame_at(&mut stack.frames, depth);
     frame.site = site as u16;
     frame.children = 0;
     frame.descendants = 0;
     frame.skb = at.skb;
     frame.hook = at.hook;
     frame.pf = at.pf;
+    frame.netns = at.netns;
     frame.child_ns = 0;
     frame.name[0] = 0;
     frame.table[0] = 0;
@@ -261,7 +343,7 @@ fn on_exit(site: SiteId, skb: u64, ret: i64) -> u32 {
     while i < MAX_DEPTH {
         if i < depth {
             let idx = (depth - 1 - i) & (MAX_DEPTH - 1);
-            let f = &stack.frames[idx];
+            let f = frame_at(&mut stack.frames, idx);
             if f.site == site as u16 && (skb == 0 || f.skb == 0 || f.skb == skb) {
                 found = idx;
                 break;
@@ -278,7 +360,7 @@ fn on_exit(site: SiteId, skb: u64, ret: i64) -> u32 {
         count_n(Counter::OrphanedFrames, orphans);
     }
     stack.depth = found as u32;
-    let frame = stack.frames[found];
+    let frame = *frame_at(&mut stack.frames, found);
     if now < frame.start_ns {
         count(Counter::NegativeDurations);
         return 0;
@@ -286,7 +368,7 @@ fn on_exit(site: SiteId, skb: u64, ret: i64) -> u32 {
     let duration = now - frame.start_ns;
     let self_ns = duration.saturating_sub(frame.child_ns);
     if found > 0 {
-        let parent = &mut stack.frames[(found - 1) & (MAX_DEPTH - 1)];
+        let parent = frame_at(&mut stack.frames, found - 1);
         parent.child_ns += duration;
         parent.children = parent.children.saturating_add(1);
         parent.descendants = parent.descendants.saturating_add(frame.descendants).saturating_add(1);
@@ -306,7 +388,9 @@ fn on_exit(site: SiteId, skb: u64, ret: i64) -> u32 {
         }
     }
 
-    if config().emit_events != 0 {
+    // Calibration calls only feed the histogram: 100,000 of them would
+    // fill the ring before the reader starts.
+    if config().emit_events != 0 && site != SiteId::Calibration {
         match EVENTS.reserve::<CallEvent>(0) {
             Some(mut entry) => {
                 let ev = entry.as_mut_ptr();
@@ -323,7 +407,8 @@ fn on_exit(site: SiteId, skb: u64, ret: i64) -> u32 {
                     (*ev).hook = frame.hook;
                     (*ev).pf = frame.pf;
                     (*ev).depth = found as u8;
-                    (*ev)._pad = [0; 5];
+                    (*ev)._pad = 0;
+                    (*ev).netns = frame.netns;
                     (*ev).name = frame.name;
                     (*ev).table = frame.table;
                 }

@@ -62,10 +62,14 @@ fn rule_packets(ns: &NetNs, iptables: &str, table: &str, chain: &str) -> Result<
 
 pub async fn run(backend: Backend, packets: u64, iptables: &str) -> Result<SelftestOutcome> {
     let ns = NetNs::new("selftest")?;
-    // A filter rule that counts our packets, and a nat rule so the nat
-    // table (what kube-proxy programs) is walked too.
-    ns.cmd(iptables, &["-t", "filter", "-A", "OUTPUT", "-p", "udp", "--dport", &PORT.to_string(), "-j", "ACCEPT"])?;
-    ns.cmd(iptables, &["-t", "nat", "-A", "OUTPUT", "-p", "udp", "--dport", &PORT.to_string(), "-j", "RETURN"])?;
+    // A filter rule that counts our packets, and a DNAT rule (to where the
+    // packet goes anyway) so the nat table, what kube-proxy programs, is
+    // walked too. DNAT also makes the namespace track connections: without
+    // a rule that needs conntrack the nat table is never consulted.
+    let port = PORT.to_string();
+    let to = format!("127.0.0.1:{PORT}");
+    ns.cmd(iptables, &["-t", "filter", "-A", "OUTPUT", "-p", "udp", "--dport", &port, "-j", "ACCEPT"])?;
+    ns.cmd(iptables, &["-t", "nat", "-A", "OUTPUT", "-p", "udp", "--dport", &port, "-j", "DNAT", "--to-destination", &to])?;
 
     let site = |name| ProbeSite::by_name(name).expect("built-in site name");
     let mut session = Session::start(&SessionOptions {

@@ -4,10 +4,14 @@
 use std::{future::Future, time::{Duration, Instant}};
 
 use anyhow::Result;
+use tracer_ebpf::SiteId;
 
 use crate::{
     collection::{calibration, Call, EventStream, KernelMaps},
-    probes::attach::{attach, AttachRequest, SiteStatus},
+    probes::{
+        attach::{attach, AttachRequest, SiteStatus},
+        Mechanism, ProbeSite,
+    },
     report::TraceReport,
     statistics::{packets::PacketTotals, CallStatistics},
 };
@@ -42,15 +46,25 @@ impl Session {
         let mut probes = attach(&opts.request)?;
         let maps = KernelMaps::take(&mut probes.ebpf)?;
         let events = EventStream::take(&mut probes.ebpf)?;
-        let self_cost = match probes.sites.iter().find_map(|s| s.mechanism) {
-            Some(m) if opts.calibrate => Some(calibration::calibrate(&mut probes.ebpf, &maps, m)?),
-            _ => None,
-        };
+        let attached: Vec<(SiteId, Mechanism)> = probes
+            .sites
+            .iter()
+            .filter_map(|s| Some((ProbeSite::by_name(s.site)?.id, s.mechanism?)))
+            .collect();
+        let mut costs = Vec::new();
+        if opts.calibrate {
+            for m in [Mechanism::Fentry, Mechanism::Kprobe] {
+                if attached.iter().any(|&(_, used)| used == m) {
+                    costs.push(calibration::calibrate(&mut probes.ebpf, &maps, m)?);
+                }
+            }
+        }
+        let corrections = calibration::Corrections::new(costs, &attached);
         Ok(Session {
             probes,
             maps,
             events,
-            stats: CallStatistics::new(self_cost),
+            stats: CallStatistics::new(corrections),
             packets: PacketTotals::default(),
             netns: opts.netns,
             started: Instant::now(),

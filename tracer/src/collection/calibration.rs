@@ -2,8 +2,8 @@
 //! show raw and corrected figures side by side.
 //!
 //! Method: time a trivial syscall (`getppid`) from userspace many times
-//! without a probe, then with an entry/exit pair attached to its kernel
-//! function using the same mechanism as the measured sites. The difference
+//! without a probe, then with an entry/exit pair attached to the small
+//! kernel function it calls (`__task_pid_nr_ns`) using the same mechanism as the measured sites. The difference
 //! per call is what one probe pair adds to a packet's path (`pair_ns`). The
 //! in-kernel measured duration of that near-empty function is the part of
 //! the pair's cost that lands *inside* every measured duration (`span_ns`):
@@ -22,8 +22,9 @@ use crate::{
     probes::{attach::attach_calibration, Mechanism, CALIBRATION},
 };
 
-/// Kernel functions behind `getppid(2)`, by architecture.
-const TARGETS: [&str; 3] = ["__x64_sys_getppid", "__arm64_sys_getppid", "__se_sys_getppid"];
+/// The kernel function `getppid(2)` calls to translate the parent's pid.
+/// Unlike the syscall entry points it has BTF, so fentry can attach too.
+const TARGETS: [&str; 1] = ["__task_pid_nr_ns"];
 /// Syscalls per timing round; a few ms under real hardware, ~1 s under TCG.
 const CALLS: u32 = 20_000;
 const ROUNDS: usize = 5;
@@ -42,18 +43,46 @@ pub struct SelfCost {
     pub calls: u64,
 }
 
-impl SelfCost {
-    /// Duration with the probes' own cost removed: the in-span part of this
-    /// call's pair, and a whole pair for every probed call nested in it.
-    pub fn correct_inclusive(&self, duration_ns: u64, descendants: u16) -> u64 {
-        let overhead = self.span_ns + f64::from(descendants) * self.pair_ns;
+/// Removes the probes' own cost from measured calls: each site's span
+/// overhead by the mechanism it was attached with, and a whole pair for
+/// every probed call nested inside. Nested calls may use another mechanism
+/// than their parent; the costliest calibrated pair is taken for them, so
+/// corrected figures err towards too little rather than too much.
+#[derive(Clone, Debug, Default)]
+pub struct Corrections {
+    pub costs: Vec<SelfCost>,
+    /// Index into `costs` per site id.
+    by_site: [Option<usize>; tracer_ebpf::SITE_COUNT],
+    nested_pair_ns: f64,
+}
+
+impl Corrections {
+    /// `sites` maps each attached site to its mechanism.
+    pub fn new(costs: Vec<SelfCost>, sites: &[(SiteId, Mechanism)]) -> Corrections {
+        let mut by_site = [None; tracer_ebpf::SITE_COUNT];
+        for &(site, mechanism) in sites {
+            by_site[site as usize] = costs.iter().position(|c| c.mechanism == mechanism.to_string());
+        }
+        let nested_pair_ns = costs.iter().map(|c| c.pair_ns).fold(0.0, f64::max);
+        Corrections { costs, by_site, nested_pair_ns }
+    }
+
+    fn span_ns(&self, site: SiteId) -> f64 {
+        self.by_site[site as usize].map_or(0.0, |i| self.costs[i].span_ns)
+    }
+
+    /// Inclusive time minus this call's in-span overhead and a whole pair
+    /// per probed call nested in it.
+    pub fn inclusive(&self, site: SiteId, duration_ns: u64, descendants: u16) -> u64 {
+        let overhead = self.span_ns(site) + f64::from(descendants) * self.nested_pair_ns;
         (duration_ns as f64 - overhead).max(0.0) as u64
     }
 
-    /// Self time with the probes' own cost removed: the nested calls' spans
-    /// are already out; what remains of their pairs is taken out here.
-    pub fn correct_self(&self, self_ns: u64, children: u16) -> u64 {
-        let overhead = self.span_ns + f64::from(children) * (self.pair_ns - self.span_ns).max(0.0);
+    /// Self time minus this call's in-span overhead and what the direct
+    /// children's pairs left outside their own spans.
+    pub fn exclusive(&self, site: SiteId, self_ns: u64, children: u16) -> u64 {
+        let outside = (self.nested_pair_ns - self.span_ns(site)).max(0.0);
+        let overhead = self.span_ns(site) + f64::from(children) * outside;
         (self_ns as f64 - overhead).max(0.0) as u64
     }
 }
@@ -133,18 +162,25 @@ mod tests {
 
     #[test]
     fn corrections_remove_span_and_nested_pairs() {
-        let c = SelfCost {
-            mechanism: "kprobe".into(),
+        let cost = |m: &str, pair, span| SelfCost {
+            mechanism: m.into(),
             target: "t".into(),
-            pair_ns: 100.0,
-            span_ns: 40.0,
+            pair_ns: pair,
+            span_ns: span,
             calls: 1,
         };
-        // 1000 ns with 2 nested probed calls: 40 in-span + 2 × 100.
-        assert_eq!(c.correct_inclusive(1000, 2), 760);
+        let c = Corrections::new(
+            vec![cost("fentry", 50.0, 20.0), cost("kprobe", 100.0, 40.0)],
+            &[(SiteId::NfHookSlow, Mechanism::Fentry), (SiteId::IptDoTable, Mechanism::Kprobe)],
+        );
+        // A kprobe site: 1000 ns with 2 nested calls: 40 in-span + 2 × 100.
+        assert_eq!(c.inclusive(SiteId::IptDoTable, 1000, 2), 760);
+        // An fentry site: its own span is 20; nested pairs at the costliest, 100.
+        assert_eq!(c.inclusive(SiteId::NfHookSlow, 1000, 2), 780);
         // Self time: 40 in-span + 2 × (100 − 40) of the children's pairs.
-        assert_eq!(c.correct_self(500, 2), 340);
-        // Never below zero.
-        assert_eq!(c.correct_inclusive(10, 3), 0);
+        assert_eq!(c.exclusive(SiteId::IptDoTable, 500, 2), 340);
+        // Never below zero; uncalibrated sites are left as they are.
+        assert_eq!(c.inclusive(SiteId::IptDoTable, 10, 3), 0);
+        assert_eq!(c.inclusive(SiteId::IpvsIn, 1000, 0), 1000);
     }
 }

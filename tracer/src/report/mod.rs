@@ -57,7 +57,9 @@ pub struct TraceReport {
     pub per_packet: Summary,
     pub in_kernel: Vec<KernelRow>,
     pub losses: Losses,
-    pub self_cost: Option<SelfCost>,
+    /// The probes' own cost, per mechanism in use (empty: not calibrated,
+    /// corrected figures equal raw ones).
+    pub self_cost: Vec<SelfCost>,
 }
 
 impl TraceReport {
@@ -104,7 +106,7 @@ impl TraceReport {
             per_packet: Summary::of(&packets.per_packet),
             in_kernel,
             losses,
-            self_cost: stats.self_cost.clone(),
+            self_cost: stats.corrections.costs.clone(),
         }
     }
 }

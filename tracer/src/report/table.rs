@@ -90,17 +90,15 @@ pub fn render(r: &TraceReport) -> String {
             p.count, p.mean_ns, p.p50_ns, p.p90_ns, p.p99_ns, p.max_ns
         );
     }
-    match &r.self_cost {
-        Some(c) => {
-            let _ = writeln!(
-                out,
-                "\nprobe self-cost ({} on {}, {} calls): {:.0} ns per entry/exit pair, {:.0} ns of it inside measured spans",
-                c.mechanism, c.target, c.calls, c.pair_ns, c.span_ns
-            );
-        }
-        None => {
-            let _ = writeln!(out, "\nprobe self-cost: not calibrated (figures are raw)");
-        }
+    if r.self_cost.is_empty() {
+        let _ = writeln!(out, "\nprobe self-cost: not calibrated (corrected figures are raw)");
+    }
+    for c in &r.self_cost {
+        let _ = writeln!(
+            out,
+            "\nprobe self-cost ({} on {}, {} calls): {:.0} ns per entry/exit pair, {:.0} ns of it inside measured spans",
+            c.mechanism, c.target, c.calls, c.pair_ns, c.span_ns
+        );
     }
     let l = &r.losses;
     let _ = writeln!(

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use tracer_ebpf::SiteId;
 
-use crate::{collection::calibration::SelfCost, collection::Call, probes::ProbeSite};
+use crate::{collection::calibration::Corrections, collection::Call, probes::ProbeSite};
 
 /// Histograms keep 3 significant digits up to one minute: more than
 /// enough for nanosecond calls, and bounded in memory.
@@ -99,13 +99,13 @@ impl Summary {
 #[derive(Debug, Default)]
 pub struct CallStatistics {
     pub rows: BTreeMap<SiteKey, Distribution>,
-    pub self_cost: Option<SelfCost>,
+    pub corrections: Corrections,
     pub calls: u64,
 }
 
 impl CallStatistics {
-    pub fn new(self_cost: Option<SelfCost>) -> CallStatistics {
-        CallStatistics { self_cost, ..Default::default() }
+    pub fn new(corrections: Corrections) -> CallStatistics {
+        CallStatistics { corrections, ..Default::default() }
     }
 
     pub fn record(&mut self, call: &Call) {
@@ -119,15 +119,9 @@ impl CallStatistics {
         let rec = |h: &mut Histogram<u64>, v: u64| h.saturating_record(v.max(1));
         rec(&mut d.inclusive, call.duration_ns);
         rec(&mut d.exclusive, call.self_ns);
-        let (inc, exc) = match &self.self_cost {
-            Some(c) => (
-                c.correct_inclusive(call.duration_ns, call.descendants),
-                c.correct_self(call.self_ns, call.children),
-            ),
-            None => (call.duration_ns, call.self_ns),
-        };
-        rec(&mut d.inclusive_corrected, inc);
-        rec(&mut d.exclusive_corrected, exc);
+        let c = &self.corrections;
+        rec(&mut d.inclusive_corrected, c.inclusive(call.site, call.duration_ns, call.descendants));
+        rec(&mut d.exclusive_corrected, c.exclusive(call.site, call.self_ns, call.children));
     }
 }
 
@@ -157,7 +151,7 @@ mod tests {
 
     #[test]
     fn calls_are_grouped_by_site_hook_table_and_chain() {
-        let mut s = CallStatistics::new(None);
+        let mut s = CallStatistics::new(Corrections::default());
         s.record(&call(SiteId::IptDoTable, 0, "nat", "", 1000, 1000));
         s.record(&call(SiteId::IptDoTable, 0, "nat", "", 3000, 3000));
         s.record(&call(SiteId::IptDoTable, 3, "nat", "", 500, 500));

@@ -1,0 +1,130 @@
+//! Loads a generated ruleset into the node namespace with the standard
+//! tools, per kube-proxy mode, and times it (the control-plane cost).
+
+use std::{fmt, path::Path, str::FromStr, time::{Duration, Instant}};
+
+use anyhow::{Context as _, Result};
+
+use super::{
+    cluster::Cluster,
+    ipvs::{self, IpvsOptions, Scheduler},
+    iptables::{self, IptablesOptions},
+    nftables,
+    topology::NODE_CLIENT_SIDE,
+};
+use crate::netns::NetNs;
+
+/// A kube-proxy data-plane mode as the kernel runs it. iptables mode is
+/// split by backend because legacy and nft run different kernel code
+/// (`ipt_do_table` vs `nft_do_chain`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+pub enum Mode {
+    #[serde(rename = "iptables-legacy")]
+    IptablesLegacy,
+    #[serde(rename = "iptables-nft")]
+    IptablesNft,
+    #[serde(rename = "ipvs")]
+    Ipvs,
+    #[serde(rename = "nftables")]
+    Nftables,
+}
+
+impl Mode {
+    pub const ALL: [Mode; 4] = [Mode::IptablesLegacy, Mode::IptablesNft, Mode::Ipvs, Mode::Nftables];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::IptablesLegacy => "iptables-legacy",
+            Mode::IptablesNft => "iptables-nft",
+            Mode::Ipvs => "ipvs",
+            Mode::Nftables => "nftables",
+        }
+    }
+
+    /// Why this kernel cannot run the mode, or `None` when it can. Kernel
+    /// modules are never loaded by pathcost (that would change the node);
+    /// a missing one is reported.
+    pub fn unavailable_reason(self, scheduler: Scheduler) -> Option<String> {
+        let loaded = |m: &str| Path::new("/sys/module").join(m).exists();
+        match self {
+            Mode::Ipvs if !loaded("ip_vs") => {
+                Some("the ip_vs kernel module is not loaded (modprobe ip_vs to measure IPVS mode)".into())
+            }
+            Mode::Ipvs if !loaded(&scheduler.kernel_module()) => Some(format!(
+                "IPVS scheduler {} needs kernel module {}, which is not loaded",
+                scheduler.as_str(),
+                scheduler.kernel_module()
+            )),
+            Mode::Ipvs if !loaded("ip_set") => {
+                Some("the ip_set kernel module is not loaded (IPVS mode's ipsets need it)".into())
+            }
+            Mode::Nftables | Mode::IptablesNft if !loaded("nf_tables") => {
+                Some("the nf_tables kernel module is not loaded".into())
+            }
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Mode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Mode::ALL.into_iter().find(|m| m.as_str() == s).ok_or_else(|| {
+            format!(
+                "unknown mode '{s}' (known: {})",
+                Mode::ALL.map(Mode::as_str).join(", ")
+            )
+        })
+    }
+}
+
+/// Loads `cluster` in `mode` into `node`; returns the wall time it took.
+pub fn program(mode: Mode, cluster: &Cluster, scheduler: Scheduler, node: &NetNs) -> Result<Duration> {
+    let started = Instant::now();
+    match mode {
+        Mode::IptablesLegacy | Mode::IptablesNft => {
+            let tool = if mode == Mode::IptablesLegacy { "iptables-legacy-restore" } else { "iptables-nft-restore" };
+            let text = iptables::restore_input(cluster, &IptablesOptions::default());
+            node.cmd_with_input(tool, &["--noflush"], Some(text))?;
+        }
+        Mode::Ipvs => {
+            let rules = ipvs::ruleset(cluster, &IpvsOptions { scheduler, ..IpvsOptions::default() });
+            // kube-proxy's order: the dummy and its VIPs, the ipsets, the
+            // iptables glue that refers to them, then the virtual services.
+            node.cmd_with_input("ip", &["-batch", "-"], Some(rules.ip_batch))?;
+            node.cmd_with_input("ipset", &["restore"], Some(rules.ipset_restore))?;
+            node.cmd_with_input("iptables-legacy-restore", &["--noflush"], Some(rules.iptables_restore))?;
+            node.cmd_with_input("ipvsadm", &["-R"], Some(rules.ipvsadm_restore))?;
+            // As kube-proxy sets it: IPVS keeps conntrack entries so the
+            // iptables glue and NAT see its connections.
+            node.sysctl("net.ipv4.vs.conntrack", "1")
+                .context("IPVS sysctls missing in the node namespace")?;
+        }
+        Mode::Nftables => {
+            let text = nftables::nft_input(cluster, &[NODE_CLIENT_SIDE]);
+            node.cmd_with_input("nft", &["-f", "-"], Some(text))?;
+        }
+    }
+    Ok(started.elapsed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn modes_parse_by_their_names_only() {
+        for m in Mode::ALL {
+            assert_eq!(m.as_str().parse::<Mode>().unwrap(), m);
+        }
+        let err = "iptables".parse::<Mode>().unwrap_err();
+        assert!(err.contains("iptables-legacy, iptables-nft, ipvs, nftables"), "{err}");
+    }
+}
