@@ -57,6 +57,7 @@ async fn trace_while(topo: &Topology, site_names: &[&str], traffic: impl FnOnce(
         calibrate: false,
         interval: None,
         netns: Some(topo.node.inode().expect("node inode")),
+        keep_calls: false,
     })
     .expect("attach");
     traffic(topo);
@@ -64,7 +65,7 @@ async fn trace_while(topo: &Topology, site_names: &[&str], traffic: impl FnOnce(
         .collect_until(tokio::time::sleep(Duration::from_secs(2)), None, |_| {})
         .await
         .expect("collect");
-    session.finish().expect("report")
+    session.finish().expect("report").0
 }
 
 fn count(report: &TraceReport, site: &str, hook: &str, table: &str) -> u64 {

@@ -5,7 +5,8 @@
 //! ([`capabilities`]) -> attaching probes ([`probes`]) -> reading their events
 //! ([`collection`]) -> statistics ([`statistics`]) -> output ([`report`]).
 //! Beside it: [`synthesis`] builds kube-proxy-shaped clusters in private
-//! network namespaces ([`netns`]); [`trace`] runs a measuring session.
+//! network namespaces ([`netns`]); [`trace`] runs a measuring session and
+//! [`sweep`] measures cost against the number of services per mode.
 
 pub mod capabilities;
 pub mod collection;
@@ -14,5 +15,6 @@ pub mod probes;
 pub mod report;
 pub mod selftest;
 pub mod statistics;
+pub mod sweep;
 pub mod synthesis;
 pub mod trace;

@@ -13,6 +13,8 @@ use tracer::{
     probes::{attach::AttachRequest, Backend, SiteList},
     report::{self, Format},
     selftest,
+    sweep::SweepOptions,
+    synthesis::{cluster::Protocol, ipvs::Scheduler, program::Mode, traffic::Pace},
     trace::{stop_signal, Session, SessionOptions},
 };
 
@@ -69,6 +71,59 @@ enum Command {
         #[arg(long)]
         netns: Option<PathBuf>,
     },
+    /// Measure cost against the number of services, per kube-proxy mode.
+    ///
+    /// For each mode and service count: build client, node and backend
+    /// network namespaces (bound to this process; nothing outside them
+    /// changes), program kube-proxy-shaped rules for N services into the
+    /// node, send new connections to random services, "miss" traffic and
+    /// packets on established flows, and record the netfilter time per
+    /// packet and per probed call. Results are written after every point.
+    Sweep {
+        /// Modes, comma-separated: iptables-legacy, iptables-nft, ipvs, nftables.
+        #[arg(long, value_delimiter = ',', default_value = "iptables-legacy,iptables-nft,ipvs,nftables")]
+        modes: Vec<Mode>,
+        /// Service counts, comma-separated (1 to 65,000 each).
+        #[arg(long, value_delimiter = ',', default_value = "10,100,1000", value_parser = clap::value_parser!(u32).range(1..=65_000))]
+        services: Vec<u32>,
+        /// Endpoints per service.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        endpoints: u32,
+        /// Protocols each service exposes (one service port each).
+        #[arg(long, value_delimiter = ',', default_value = "udp,tcp", value_parser = parse_protocol)]
+        protocols: Vec<Protocol>,
+        /// New connections per point, to services drawn uniformly at random.
+        #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+        connections: u32,
+        /// New flows per point to an address no service owns.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=50_000))]
+        miss: u32,
+        /// Established UDP flows per point ...
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=5_000))]
+        established_flows: u32,
+        /// ... and packets sent on each once it is established.
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+        packets_per_flow: u32,
+        /// IPVS scheduler (rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos).
+        #[arg(long, default_value = "rr")]
+        ipvs_scheduler: Scheduler,
+        #[arg(long, value_enum, default_value_t = Backend::Auto)]
+        backend: Backend,
+        /// Packets per second at most in each phase (0: as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u32,
+        /// Longest a traffic phase may run.
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        phase_time: Duration,
+        /// Seed for service order and target choice (same seed, same run).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Directory for results.json (written after every point).
+        #[arg(long, short, default_value = "target/pathcost-sweep")]
+        output: PathBuf,
+        #[arg(long, value_enum, default_value_t = Format::Table)]
+        format: Format,
+    },
     /// Check on this kernel that the probes see real packets.
     ///
     /// Builds a private network namespace with an iptables rule (nothing
@@ -87,6 +142,14 @@ enum Command {
         #[arg(long, value_enum, default_value_t = Format::Table)]
         format: Format,
     },
+}
+
+fn parse_protocol(s: &str) -> Result<Protocol, String> {
+    match s {
+        "udp" => Ok(Protocol::Udp),
+        "tcp" => Ok(Protocol::Tcp),
+        _ => Err(format!("unknown protocol '{s}' (use udp or tcp)")),
+    }
 }
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
@@ -150,6 +213,7 @@ async fn run(cli: Cli) -> Result<()> {
                 calibrate: !no_calibrate,
                 interval,
                 netns: netns.as_deref().map(netns_inode).transpose()?,
+                keep_calls: false,
             })?;
             for s in session.sites() {
                 eprintln!(
@@ -163,9 +227,51 @@ async fn run(cli: Cli) -> Result<()> {
                     eprint!("{}", report::table::render(snapshot));
                 })
                 .await?;
-            let report = session.finish()?;
+            let (report, _) = session.finish()?;
             write_output(&report::render(&report, format)?, output.as_ref())?;
             warn_about_losses(&report);
+            Ok(())
+        }
+        Command::Sweep {
+            modes,
+            services,
+            endpoints,
+            protocols,
+            connections,
+            miss,
+            established_flows,
+            packets_per_flow,
+            ipvs_scheduler,
+            backend,
+            rate,
+            phase_time,
+            seed,
+            output,
+            format,
+        } => {
+            tracer::capabilities::require_tracing_privileges()?;
+            let opts = SweepOptions {
+                modes,
+                services,
+                endpoints,
+                protocols,
+                connections,
+                miss,
+                established_flows,
+                packets_per_flow,
+                scheduler: ipvs_scheduler,
+                backend,
+                pace: Pace { rate, max_time: phase_time },
+                seed,
+                output: Some(output.clone()),
+            };
+            let results = tracer::sweep::run(&opts, |line| eprintln!("sweep: {line}")).await?;
+            let text = match format {
+                Format::Table => report::sweep_table(&results),
+                Format::Json => serde_json::to_string_pretty(&results)? + "\n",
+            };
+            write_output(&text, None)?;
+            eprintln!("sweep: results in {}", output.join("results.json").display());
             Ok(())
         }
         Command::Selftest { packets, backend, iptables, format } => {

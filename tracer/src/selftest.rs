@@ -82,6 +82,7 @@ pub async fn run(backend: Backend, packets: u64, iptables: &str) -> Result<Selft
         calibrate: true,
         interval: None,
         netns: Some(ns.inode()?),
+        keep_calls: false,
     })?;
     let before = session.maps().site_count(SiteId::NfHookSlow)?;
 
@@ -103,6 +104,6 @@ pub async fn run(backend: Backend, packets: u64, iptables: &str) -> Result<Selft
         .await?;
     let pairs = session.maps().site_count(SiteId::NfHookSlow)? - before;
     let rule = rule_packets(&ns, iptables, "filter", "OUTPUT")?;
-    let report = session.finish()?;
+    let (report, _) = session.finish()?;
     Ok(SelftestOutcome { packets_sent: sent, rule_packets: rule, nf_hook_slow_pairs: pairs, report })
 }

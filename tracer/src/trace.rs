@@ -26,6 +26,8 @@ pub struct SessionOptions {
     pub interval: Option<Duration>,
     /// Keep only calls in this network namespace (inode); `None`: all.
     pub netns: Option<u32>,
+    /// Also keep every call, for analyses by time window (the sweep).
+    pub keep_calls: bool,
 }
 
 /// Attached probes collecting into statistics.
@@ -35,8 +37,28 @@ pub struct Session {
     events: EventStream,
     stats: CallStatistics,
     packets: PacketTotals,
-    netns: Option<u32>,
+    filter: CallFilter,
     started: Instant,
+}
+
+/// Where a session's calls go: statistics, per-packet totals, and
+/// optionally a list of the calls themselves.
+struct CallFilter {
+    netns: Option<u32>,
+    kept: Option<Vec<Call>>,
+}
+
+impl CallFilter {
+    fn record(&mut self, stats: &mut CallStatistics, packets: &mut PacketTotals, call: Call) {
+        if self.netns.is_some_and(|n| n != call.netns) {
+            return;
+        }
+        stats.record(&call);
+        packets.record(&call);
+        if let Some(kept) = &mut self.kept {
+            kept.push(call);
+        }
+    }
 }
 
 impl Session {
@@ -66,7 +88,7 @@ impl Session {
             events,
             stats: CallStatistics::new(corrections),
             packets: PacketTotals::default(),
-            netns: opts.netns,
+            filter: CallFilter { netns: opts.netns, kept: opts.keep_calls.then(Vec::new) },
             started: Instant::now(),
         })
     }
@@ -91,9 +113,9 @@ impl Session {
         let mut ticker = tokio::time::interval(interval.unwrap_or(Duration::from_secs(3600)));
         ticker.tick().await;
         loop {
-            let (stats, packets, netns) = (&mut self.stats, &mut self.packets, self.netns);
+            let (stats, packets, filter) = (&mut self.stats, &mut self.packets, &mut self.filter);
             tokio::select! {
-                batch = self.events.next_batch(|c| record(stats, packets, netns, &c)) => { batch?; }
+                batch = self.events.next_batch(|c| filter.record(stats, packets, c)) => { batch?; }
                 _ = ticker.tick(), if interval.is_some() => live(&self.snapshot()?),
                 () = &mut stop => break,
             }
@@ -103,8 +125,8 @@ impl Session {
 
     /// Takes in whatever is already in the ring, without waiting.
     pub fn drain(&mut self) {
-        let (stats, packets, netns) = (&mut self.stats, &mut self.packets, self.netns);
-        self.events.drain(|c| record(stats, packets, netns, &c));
+        let (stats, packets, filter) = (&mut self.stats, &mut self.packets, &mut self.filter);
+        self.events.drain(|c| filter.record(stats, packets, c));
     }
 
     fn snapshot(&self) -> Result<TraceReport> {
@@ -121,22 +143,15 @@ impl Session {
         ))
     }
 
-    /// Detaches everything and returns the final report.
-    pub fn finish(mut self) -> Result<TraceReport> {
+    /// Detaches everything and returns the final report, with the kept
+    /// calls when `keep_calls` was set.
+    pub fn finish(mut self) -> Result<(TraceReport, Vec<Call>)> {
         self.drain();
         self.packets.flush();
         let report = self.snapshot()?;
         drop(self.probes);
-        Ok(report)
+        Ok((report, self.filter.kept.take().unwrap_or_default()))
     }
-}
-
-fn record(stats: &mut CallStatistics, packets: &mut PacketTotals, netns: Option<u32>, call: &Call) {
-    if netns.is_some_and(|n| n != call.netns) {
-        return;
-    }
-    stats.record(call);
-    packets.record(call);
 }
 
 /// Completes on Ctrl-C, SIGTERM, or after `duration`.

@@ -112,13 +112,7 @@ fn attach_fentry(ebpf: &mut Ebpf, r: &Resolved, btf: &aya::Btf) -> Result<()> {
         // aya 0.14 resolves fentry targets in vmlinux BTF only.
         bail!("fentry on module functions ({m}) is not supported by this loader");
     }
-    let entry = program_name("fentry", r.site);
-    let prog: &mut FEntry = ebpf
-        .program_mut(&entry)
-        .ok_or_else(|| anyhow!("program {entry} missing from the eBPF object"))?
-        .try_into()?;
-    prog.load(&r.symbol, btf).with_context(|| format!("loading fentry for {}", r.symbol))?;
-    prog.attach().with_context(|| format!("attaching fentry to {}", r.symbol))?;
+    // Exit first, as for kprobes.
     let exit = program_name("fexit", r.site);
     let prog: &mut FExit = ebpf
         .program_mut(&exit)
@@ -126,11 +120,20 @@ fn attach_fentry(ebpf: &mut Ebpf, r: &Resolved, btf: &aya::Btf) -> Result<()> {
         .try_into()?;
     prog.load(&r.symbol, btf).with_context(|| format!("loading fexit for {}", r.symbol))?;
     prog.attach().with_context(|| format!("attaching fexit to {}", r.symbol))?;
+    let entry = program_name("fentry", r.site);
+    let prog: &mut FEntry = ebpf
+        .program_mut(&entry)
+        .ok_or_else(|| anyhow!("program {entry} missing from the eBPF object"))?
+        .try_into()?;
+    prog.load(&r.symbol, btf).with_context(|| format!("loading fentry for {}", r.symbol))?;
+    prog.attach().with_context(|| format!("attaching fentry to {}", r.symbol))?;
     Ok(())
 }
 
+/// Exit first: a call already running when its entry probe arrives would
+/// otherwise leave a frame whose exit never comes.
 fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str) -> Result<()> {
-    for prefix in ["kprobe", "kretprobe"] {
+    for prefix in ["kretprobe", "kprobe"] {
         let name = program_name(prefix, site);
         let prog: &mut KProbe = ebpf
             .program_mut(&name)

@@ -3,6 +3,8 @@
 
 pub mod table;
 
+pub use table::sweep_table;
+
 use serde::Serialize;
 
 use crate::{

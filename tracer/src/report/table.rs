@@ -115,3 +115,39 @@ pub fn render(r: &TraceReport) -> String {
     );
     out
 }
+
+/// The sweep's closing table: one line per (mode, N).
+pub fn sweep_table(r: &crate::sweep::results::SweepResults) -> String {
+    let mut out = format!("pathcost sweep: kernel {}, {} points\n", r.kernel, r.points.len());
+    for s in &r.skipped {
+        let _ = writeln!(out, "skipped {}: {}", s.mode, s.reason);
+    }
+    let rows: Vec<Vec<String>> = r
+        .points
+        .iter()
+        .map(|p| {
+            let l = &p.losses;
+            vec![
+                p.mode.to_string(),
+                p.services.to_string(),
+                p.backend.clone(),
+                format!("{:.0}", p.program_ms),
+                p.per_new_connection.count.to_string(),
+                p.per_new_connection.p50_ns.to_string(),
+                p.per_new_connection.p99_ns.to_string(),
+                p.per_miss_packet.p50_ns.to_string(),
+                p.per_established_packet.p50_ns.to_string(),
+                (l.unmatched_exits + l.orphaned_frames + l.depth_overflows + l.ring_reserve_failures + l.undecodable_events)
+                    .to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&columns(
+        &[
+            "mode", "services", "backend", "program ms", "new conns", "new p50 ns", "new p99 ns",
+            "miss p50 ns", "established p50 ns", "lost events",
+        ],
+        &rows,
+    ));
+    out
+}

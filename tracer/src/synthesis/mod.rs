@@ -15,7 +15,9 @@ pub mod iptables;
 pub mod ipvs;
 pub mod names;
 pub mod nftables;
+pub mod program;
 pub mod topology;
+pub mod traffic;
 
 #[cfg(test)]
 mod testing;

@@ -22,8 +22,15 @@ pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 2);
 pub const NODE_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(192, 168, 0, 1);
 pub const NODE_BACKEND_SIDE: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
 pub const BACKEND_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 2);
+/// Where service VIPs are allocated (see `cluster::ClusterSpec`).
+pub const SERVICE_CIDR: &str = "172.30.0.0/16";
 /// Where endpoint (pod) addresses live; the backend owns all of it.
 pub const POD_CIDR: &str = "10.180.0.0/14";
+// Locally administered MACs, fixed so neighbours can be static.
+const MAC_CLIENT: &str = "02:70:63:00:00:02";
+const MAC_NODE_CLIENT_SIDE: &str = "02:70:63:00:00:01";
+const MAC_NODE_BACKEND_SIDE: &str = "02:70:63:00:01:01";
+const MAC_BACKEND: &str = "02:70:63:00:01:02";
 /// Node-side interface names, to filter traffic by device.
 pub const NODE_INGRESS_DEV: &str = "to-client";
 pub const NODE_EGRESS_DEV: &str = "to-backend";
@@ -41,10 +48,14 @@ impl Topology {
         let backend = NetNs::new("backend")?;
 
         let (ctid, btid) = (client.tid().to_string(), backend.tid().to_string());
-        node.cmd("ip", &["link", "add", NODE_INGRESS_DEV, "type", "veth", "peer", "name", "eth0", "netns", &ctid])
-            .context("creating the client veth pair")?;
-        node.cmd("ip", &["link", "add", NODE_EGRESS_DEV, "type", "veth", "peer", "name", "eth0", "netns", &btid])
-            .context("creating the backend veth pair")?;
+        let veth = |dev: &str, mac: &str, peer_mac: &str, peer_ns: &str| {
+            node.cmd(
+                "ip",
+                &["link", "add", dev, "address", mac, "type", "veth", "peer", "name", "eth0", "address", peer_mac, "netns", peer_ns],
+            )
+        };
+        veth(NODE_INGRESS_DEV, MAC_NODE_CLIENT_SIDE, MAC_CLIENT, &ctid).context("creating the client veth pair")?;
+        veth(NODE_EGRESS_DEV, MAC_NODE_BACKEND_SIDE, MAC_BACKEND, &btid).context("creating the backend veth pair")?;
 
         let addr = |ip: Ipv4Addr| format!("{ip}/24");
         node.cmd("ip", &["addr", "add", &addr(NODE_CLIENT_SIDE), "dev", NODE_INGRESS_DEV])?;
@@ -53,6 +64,10 @@ impl Topology {
         node.cmd("ip", &["link", "set", NODE_EGRESS_DEV, "up"])?;
         node.cmd("ip", &["route", "add", POD_CIDR, "via", &BACKEND_ADDR.to_string()])?;
         node.sysctl("net.ipv4.ip_forward", "1")?;
+        // Traffic to service addresses that nothing claims ("miss" traffic)
+        // ends here silently, instead of an ICMP error that would be one
+        // more packet in the measurements.
+        node.cmd("ip", &["route", "add", "blackhole", SERVICE_CIDR])?;
 
         client.cmd("ip", &["addr", "add", &addr(CLIENT_ADDR), "dev", "eth0"])?;
         client.cmd("ip", &["link", "set", "eth0", "up"])?;
@@ -63,6 +78,16 @@ impl Topology {
         backend.cmd("ip", &["route", "add", "default", "via", &NODE_BACKEND_SIDE.to_string()])?;
         // Answer for every pod address without adding thousands of them.
         backend.cmd("ip", &["route", "add", "local", POD_CIDR, "dev", "lo"])?;
+
+        // Permanent neighbours: no ARP traffic in the measurements, and no
+        // packets dropped from a full queue while the first ARP resolves.
+        let neigh = |ns: &NetNs, ip: Ipv4Addr, mac: &str, dev: &str| {
+            ns.cmd("ip", &["neigh", "replace", &ip.to_string(), "lladdr", mac, "dev", dev, "nud", "permanent"])
+        };
+        neigh(&client, NODE_CLIENT_SIDE, MAC_NODE_CLIENT_SIDE, "eth0")?;
+        neigh(&node, CLIENT_ADDR, MAC_CLIENT, NODE_INGRESS_DEV)?;
+        neigh(&node, BACKEND_ADDR, MAC_BACKEND, NODE_EGRESS_DEV)?;
+        neigh(&backend, NODE_BACKEND_SIDE, MAC_NODE_BACKEND_SIDE, "eth0")?;
 
         Ok(Topology { client, node, backend })
     }

@@ -1,0 +1,219 @@
+//! `pathcost sweep`: for each kube-proxy mode and service count, build the
+//! synthetic cluster in private namespaces, program it, drive real traffic
+//! through it while tracing, and record cost against N. Each point's result
+//! is written as soon as it exists, so a later failure loses nothing.
+
+pub mod results;
+
+use std::{
+    net::SocketAddrV4,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use anyhow::{bail, Context as _, Result};
+
+use self::results::{Point, Skipped, SweepResults, SweepSettings, TrafficCounts, SCHEMA_VERSION};
+use crate::{
+    capabilities::kernel_release,
+    collection::Call,
+    probes::{attach::AttachRequest, Backend, SITES},
+    statistics::{packets::PacketTotals, Summary},
+    synthesis::{
+        cluster::{Cluster, ClusterSpec, MissTarget, Protocol, SplitMix64},
+        ipvs::Scheduler,
+        program::{program, Mode},
+        topology::Topology,
+        traffic::{self, Pace, Window},
+    },
+    trace::{Session, SessionOptions},
+};
+
+/// Everything a sweep needs, validated by the CLI.
+#[derive(Clone, Debug)]
+pub struct SweepOptions {
+    pub modes: Vec<Mode>,
+    pub services: Vec<u32>,
+    pub endpoints: u32,
+    pub protocols: Vec<Protocol>,
+    pub connections: u32,
+    pub miss: u32,
+    pub established_flows: u32,
+    pub packets_per_flow: u32,
+    pub scheduler: Scheduler,
+    pub backend: Backend,
+    pub pace: Pace,
+    pub seed: u64,
+    /// Directory for `results.json`; `None`: keep results in memory only.
+    pub output: Option<PathBuf>,
+}
+
+/// Port every synthetic service listens on (as in KUBE_PROXY_RULES.md).
+const SERVICE_PORT: u16 = 80;
+
+/// Netfilter time per packet for the calls that started inside `window`.
+fn per_packet(calls: &[Call], window: &Window) -> Summary {
+    let mut totals = PacketTotals::default();
+    for c in calls.iter().filter(|c| window.contains(c.start_ns)) {
+        totals.record(c);
+    }
+    totals.flush();
+    Summary::of(&totals.per_packet)
+}
+
+fn mechanisms(sites: &[crate::probes::attach::SiteStatus]) -> String {
+    let mut used: Vec<String> = sites.iter().filter_map(|s| s.mechanism.map(|m| m.to_string())).collect();
+    used.sort();
+    used.dedup();
+    used.join("+")
+}
+
+/// Writes the results so far; a sweep killed later keeps what it measured.
+fn save(results: &SweepResults, dir: &Path) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
+    let path = dir.join("results.json");
+    let tmp = dir.join(".results.json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(results)? + "\n")
+        .with_context(|| format!("failed to write {}", tmp.display()))?;
+    std::fs::rename(&tmp, &path).with_context(|| format!("failed to write {}", path.display()))
+}
+
+/// One (mode, N) point: program, drive, measure, tear down.
+async fn measure_point(opts: &SweepOptions, mode: Mode, services: u32) -> Result<Point> {
+    let spec = ClusterSpec::new(services, opts.endpoints)
+        .with_protocols(opts.protocols.clone())
+        .with_seed(opts.seed ^ u64::from(services));
+    let cluster = Cluster::new(spec)?;
+    let topo = Topology::build()?;
+    let program_time = program(mode, &cluster, opts.scheduler, &topo.node)
+        .with_context(|| format!("programming {mode} for {services} services"))?;
+    let backend = traffic::Backend::start(&topo, SERVICE_PORT)?;
+
+    let mut session = Session::start(&SessionOptions {
+        request: AttachRequest {
+            sites: SITES.iter().filter(|s| s.default).collect(),
+            explicit: false,
+            backend: opts.backend,
+            emit_events: true,
+        },
+        calibrate: true,
+        interval: None,
+        netns: Some(topo.node.inode()?),
+        keep_calls: true,
+    })?;
+
+    let mut rng = SplitMix64::new(opts.seed ^ 0x5eed);
+    let ports = cluster.service_ports();
+    let new_targets = traffic::random_targets(ports, opts.connections, &mut rng);
+    let new_window = traffic::new_connections(&topo, new_targets, opts.pace)?;
+
+    let miss_ip = cluster
+        .miss_address(MissTarget::UnallocatedClusterIp)
+        .context("no unallocated service address for miss traffic")?;
+    let miss_targets = vec![(Protocol::Udp, SocketAddrV4::new(miss_ip, SERVICE_PORT)); opts.miss as usize];
+    let miss_window = traffic::new_connections(&topo, miss_targets, opts.pace)?;
+
+    // Established flows need a UDP service to echo.
+    let udp_ports: Vec<_> = ports.iter().filter(|p| p.protocol == Protocol::Udp).collect();
+    let established_window = if udp_ports.is_empty() || opts.established_flows == 0 {
+        Window::default()
+    } else {
+        let flows = (0..opts.established_flows)
+            .map(|_| {
+                let p = udp_ports[rng.below(udp_ports.len() as u64) as usize];
+                SocketAddrV4::new(p.cluster_ip, p.port)
+            })
+            .collect();
+        traffic::established_packets(&topo, &backend, flows, opts.packets_per_flow, opts.pace)?
+    };
+
+    // Let the reader catch up with the ring before detaching.
+    session.collect_until(tokio::time::sleep(Duration::from_millis(300)), None, |_| {}).await?;
+    let sites = session.sites().to_vec();
+    let (report, calls) = session.finish()?;
+    drop(backend);
+    drop(topo);
+
+    Ok(Point {
+        mode,
+        services,
+        endpoints: opts.endpoints,
+        service_ports: ports.len() as u32,
+        backend: mechanisms(&sites),
+        kernel: report.kernel.clone(),
+        program_ms: program_time.as_secs_f64() * 1000.0,
+        sites: report.rows,
+        per_new_connection: per_packet(&calls, &new_window),
+        per_established_packet: per_packet(&calls, &established_window),
+        per_miss_packet: per_packet(&calls, &miss_window),
+        traffic: TrafficCounts {
+            new_connections: new_window.packets,
+            miss_packets: miss_window.packets,
+            established_packets: established_window.packets,
+        },
+        losses: report.losses,
+        self_cost: report.self_cost,
+    })
+}
+
+/// Runs the sweep; `progress` gets one line per step.
+pub async fn run(opts: &SweepOptions, mut progress: impl FnMut(&str)) -> Result<SweepResults> {
+    let protocols = opts.protocols.iter().map(|p| p.as_str()).collect();
+    let mut results = SweepResults {
+        schema_version: SCHEMA_VERSION,
+        tool: format!("pathcost {}", env!("CARGO_PKG_VERSION")),
+        kernel: kernel_release(),
+        settings: SweepSettings {
+            modes: opts.modes.clone(),
+            services: opts.services.clone(),
+            endpoints: opts.endpoints,
+            protocols,
+            connections: opts.connections,
+            miss: opts.miss,
+            established_flows: opts.established_flows,
+            packets_per_flow: opts.packets_per_flow,
+            ipvs_scheduler: opts.scheduler.as_str(),
+            backend: opts.backend,
+            rate: opts.pace.rate,
+            seed: opts.seed,
+        },
+        skipped: Vec::new(),
+        points: Vec::new(),
+    };
+    let modes: Vec<Mode> = opts
+        .modes
+        .iter()
+        .copied()
+        .filter(|&m| match m.unavailable_reason(opts.scheduler) {
+            Some(reason) => {
+                progress(&format!("skipping {m}: {reason}"));
+                results.skipped.push(Skipped { mode: m, reason });
+                false
+            }
+            None => true,
+        })
+        .collect();
+    if modes.is_empty() {
+        bail!("no requested mode can run on kernel {}: see the reasons above", results.kernel);
+    }
+    let total = modes.len() * opts.services.len();
+    let mut done = 0;
+    for &mode in &modes {
+        for &n in &opts.services {
+            done += 1;
+            progress(&format!("[{done}/{total}] {mode} with {n} services: programming, tracing, sending traffic"));
+            let point = measure_point(opts, mode, n)
+                .await
+                .with_context(|| format!("sweep point {mode} with {n} services"))?;
+            progress(&format!(
+                "[{done}/{total}] {mode} with {n} services: programmed in {:.0} ms; new connection p50 {} ns over {} packets",
+                point.program_ms, point.per_new_connection.p50_ns, point.per_new_connection.count
+            ));
+            results.points.push(point);
+            if let Some(dir) = &opts.output {
+                save(&results, dir)?;
+            }
+        }
+    }
+    Ok(results)
+}

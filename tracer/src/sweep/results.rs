@@ -1,0 +1,104 @@
+//! The sweep's results file: one documented, versioned JSON document.
+//! Values are in base units (ns, ms) and only formatted on output.
+//!
+//! ```text
+//! {
+//!   "schema_version": 1,
+//!   "tool": "pathcost 0.1.0",
+//!   "kernel": "6.12.117+deb12-amd64",
+//!   "settings": { modes, services, endpoints, connections, ... },
+//!   "skipped": [ { "mode": "ipvs", "reason": "..." } ],
+//!   "points": [ {
+//!     "mode": "iptables-legacy",  "services": 1000,  "endpoints": 2,
+//!     "service_ports": 2000,      "backend": "kprobe",
+//!     "kernel": "...",            "program_ms": 812.4,
+//!     "sites": [ { "site", "hook", "table", "chain", "count", "mean_ns",
+//!                  "p50_ns", "p90_ns", "p99_ns", "max_ns",
+//!                  "exclusive": {...}, "inclusive_corrected": {...},
+//!                  "exclusive_corrected": {...} } ],
+//!     "per_new_connection":     { "count", "mean_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns" },
+//!     "per_established_packet": { ... },
+//!     "per_miss_packet":        { ... },
+//!     "traffic": { "new_connections", "miss_packets", "established_packets" },
+//!     "losses": { ... },  "self_cost": [ ... ]
+//!   } ]
+//! }
+//! ```
+//!
+//! `per_*` figures are the netfilter time one packet spent in the node
+//! namespace, summed over the hooks it traversed (nested hooks counted
+//! once), for packets of that traffic phase.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    collection::{calibration::SelfCost, Losses},
+    probes::Backend,
+    report::SiteRow,
+    statistics::Summary,
+    synthesis::program::Mode,
+};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepSettings {
+    pub modes: Vec<Mode>,
+    pub services: Vec<u32>,
+    pub endpoints: u32,
+    pub protocols: Vec<&'static str>,
+    pub connections: u32,
+    pub miss: u32,
+    pub established_flows: u32,
+    pub packets_per_flow: u32,
+    pub ipvs_scheduler: &'static str,
+    pub backend: Backend,
+    pub rate: u32,
+    pub seed: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Skipped {
+    pub mode: Mode,
+    pub reason: String,
+}
+
+/// What was sent in each phase.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct TrafficCounts {
+    pub new_connections: u64,
+    pub miss_packets: u64,
+    pub established_packets: u64,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct Point {
+    pub mode: Mode,
+    pub services: u32,
+    pub endpoints: u32,
+    /// Service ports programmed (services × protocols): what kube-proxy
+    /// and its rule counts are about.
+    pub service_ports: u32,
+    /// Mechanisms that produced the numbers, e.g. `fentry+kprobe`.
+    pub backend: String,
+    pub kernel: String,
+    /// Wall time to program the rules (control-plane cost).
+    pub program_ms: f64,
+    pub sites: Vec<SiteRow>,
+    pub per_new_connection: Summary,
+    pub per_established_packet: Summary,
+    pub per_miss_packet: Summary,
+    pub traffic: TrafficCounts,
+    pub losses: Losses,
+    pub self_cost: Vec<SelfCost>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SweepResults {
+    pub schema_version: u32,
+    pub tool: String,
+    pub kernel: String,
+    pub settings: SweepSettings,
+    pub skipped: Vec<Skipped>,
+    pub points: Vec<Point>,
+}
