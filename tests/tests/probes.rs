@@ -10,7 +10,7 @@
 
 use std::{
     io::{BufRead as _, BufReader},
-    net::{Ipv4Addr, UdpSocket},
+    net::{Ipv4Addr, SocketAddrV4},
     process::{Command, Stdio},
     sync::Mutex,
     time::Duration,
@@ -20,7 +20,11 @@ use pathcost_tests::{kprobe_skip_reason, pathcost_bin, skip};
 use tracer::{
     probes::{attach::AttachRequest, Backend, ProbeSite},
     report::TraceReport,
-    synthesis::topology::Topology,
+    synthesis::{
+        cluster::Protocol,
+        topology::Topology,
+        traffic::{self, Pace},
+    },
     trace::{Session, SessionOptions},
 };
 
@@ -34,16 +38,14 @@ fn sites(names: &[&str]) -> Vec<&'static ProbeSite> {
     names.iter().map(|n| ProbeSite::by_name(n).expect("known site")).collect()
 }
 
-/// Sends `FLOWS` new UDP flows (fresh source ports) from the client to VIP.
+/// Sends `FLOWS` new UDP flows from the client to VIP, each from a source
+/// port never used before (an ephemeral port can repeat, and a repeated
+/// 5-tuple is not a new connection).
 fn send_new_flows(topo: &Topology) {
-    topo.client
-        .run(|| {
-            for _ in 0..FLOWS {
-                let s = UdpSocket::bind("0.0.0.0:0").expect("bind");
-                s.send_to(b"pathcost", (VIP, PORT)).expect("send");
-            }
-        })
-        .expect("client thread");
+    let targets = vec![(Protocol::Udp, SocketAddrV4::new(VIP, PORT)); FLOWS as usize];
+    let pace = Pace { rate: 0, max_time: Duration::from_secs(60) };
+    let sent = traffic::new_connections(topo, targets, pace).expect("client traffic");
+    assert_eq!(sent.packets, FLOWS);
 }
 
 async fn trace_while(topo: &Topology, site_names: &[&str], traffic: impl FnOnce(&Topology)) -> TraceReport {

@@ -88,14 +88,17 @@ pub async fn run(backend: Backend, packets: u64, iptables: &str) -> Result<Selft
 
     let sent = ns.run(move || -> Result<u64> {
         let rx = UdpSocket::bind(("127.0.0.1", PORT)).context("binding the receiver")?;
-        for _ in 0..packets {
-            // A fresh socket per packet: a fresh source port, so every
-            // packet is a new conntrack connection and walks the nat table.
-            let tx = UdpSocket::bind("127.0.0.1:0").context("binding a sender")?;
+        // One socket per packet from a port not used before in this run,
+        // so every packet is a new conntrack connection and walks the nat
+        // table (an ephemeral port could repeat an earlier 5-tuple).
+        let mut sent = 0;
+        for port in (20_000..u16::MAX).take(packets as usize) {
+            let tx = UdpSocket::bind(("127.0.0.1", port)).context("binding a sender")?;
             tx.send_to(b"pathcost", ("127.0.0.1", PORT)).context("sending")?;
+            sent += 1;
         }
         drop(rx);
-        Ok(packets)
+        Ok(sent)
     })??;
 
     // Let the ring drain: under emulation the reader can lag the senders.

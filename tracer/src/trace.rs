@@ -54,7 +54,7 @@ impl CallFilter {
             return;
         }
         stats.record(&call);
-        packets.record(&call);
+        packets.record(&call, &stats.corrections);
         if let Some(kept) = &mut self.kept {
             kept.push(call);
         }
@@ -95,6 +95,11 @@ impl Session {
 
     pub fn sites(&self) -> &[SiteStatus] {
         &self.probes.sites
+    }
+
+    /// How this session removes the probes' own cost.
+    pub fn corrections(&self) -> &calibration::Corrections {
+        &self.stats.corrections
     }
 
     pub fn maps(&self) -> &KernelMaps {

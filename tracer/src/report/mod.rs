@@ -57,6 +57,8 @@ pub struct TraceReport {
     pub rows: Vec<SiteRow>,
     /// Netfilter time per packet, over all hooks it traversed here.
     pub per_packet: Summary,
+    /// The same with the probes' own cost removed from every hook call.
+    pub per_packet_corrected: Summary,
     pub in_kernel: Vec<KernelRow>,
     pub losses: Losses,
     /// The probes' own cost, per mechanism in use (empty: not calibrated,
@@ -106,6 +108,7 @@ impl TraceReport {
             sites,
             rows,
             per_packet: Summary::of(&packets.per_packet),
+            per_packet_corrected: Summary::of(&packets.per_packet_corrected),
             in_kernel,
             losses,
             self_cost: stats.corrections.costs.clone(),

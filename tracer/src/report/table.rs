@@ -89,6 +89,12 @@ pub fn render(r: &TraceReport) -> String {
             "\nper packet (all netfilter hooks it traversed): {} packets, mean {:.0} ns, p50 {}, p90 {}, p99 {}, max {}",
             p.count, p.mean_ns, p.p50_ns, p.p90_ns, p.p99_ns, p.max_ns
         );
+        let c = &r.per_packet_corrected;
+        let _ = writeln!(
+            out,
+            "  corrected for probe cost: mean {:.0} ns, p50 {}, p90 {}, p99 {}, max {}",
+            c.mean_ns, c.p50_ns, c.p90_ns, c.p99_ns, c.max_ns
+        );
     }
     if r.self_cost.is_empty() {
         let _ = writeln!(out, "\nprobe self-cost: not calibrated (corrected figures are raw)");

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use hdrhistogram::Histogram;
 use tracer_ebpf::SiteId;
 
-use crate::collection::Call;
+use crate::collection::{calibration::Corrections, Call};
 
 /// An skb not seen for this long is a finished packet (5 s: generous for
 /// emulated kernels, where a packet's hooks can be milliseconds apart).
@@ -22,30 +22,32 @@ const QUIET_GAP_NS: u64 = 5_000_000_000;
 #[derive(Debug)]
 struct OpenPacket {
     hooks_seen: u8,
-    intervals: Vec<(u64, u64)>,
+    /// (start, end) of each hook call, raw and with the probes' own cost
+    /// taken out of its duration.
+    raw: Vec<(u64, u64)>,
+    corrected: Vec<(u64, u64)>,
     last_end: u64,
 }
 
-impl OpenPacket {
-    fn total_ns(&mut self) -> u64 {
-        self.intervals.sort_unstable();
-        let mut total = 0;
-        let mut current: Option<(u64, u64)> = None;
-        for &(s, e) in &self.intervals {
-            current = match current {
-                Some((cs, ce)) if s <= ce => Some((cs, ce.max(e))),
-                Some((cs, ce)) => {
-                    total += ce - cs;
-                    Some((s, e))
-                }
-                None => Some((s, e)),
-            };
-        }
-        if let Some((cs, ce)) = current {
-            total += ce - cs;
-        }
-        total
+/// Length of the union of `intervals`.
+fn union_ns(intervals: &mut [(u64, u64)]) -> u64 {
+    intervals.sort_unstable();
+    let mut total = 0;
+    let mut current: Option<(u64, u64)> = None;
+    for &(s, e) in intervals.iter() {
+        current = match current {
+            Some((cs, ce)) if s <= ce => Some((cs, ce.max(e))),
+            Some((cs, ce)) => {
+                total += ce - cs;
+                Some((s, e))
+            }
+            None => Some((s, e)),
+        };
     }
+    if let Some((cs, ce)) = current {
+        total += ce - cs;
+    }
+    total
 }
 
 /// Accumulates per-packet netfilter totals from `nf_hook_slow` calls.
@@ -53,6 +55,8 @@ impl OpenPacket {
 pub struct PacketTotals {
     open: HashMap<u64, OpenPacket>,
     pub per_packet: Histogram<u64>,
+    /// The same with the probes' own cost removed from every hook call.
+    pub per_packet_corrected: Histogram<u64>,
     /// Number of hooks each finished packet traversed.
     pub hooks_per_packet: Histogram<u64>,
 }
@@ -63,6 +67,8 @@ impl Default for PacketTotals {
             open: HashMap::new(),
             per_packet: Histogram::new_with_bounds(1, 60_000_000_000, 3)
                 .expect("static histogram bounds are valid"),
+            per_packet_corrected: Histogram::new_with_bounds(1, 60_000_000_000, 3)
+                .expect("static histogram bounds are valid"),
             hooks_per_packet: Histogram::new_with_bounds(1, 64, 2)
                 .expect("static histogram bounds are valid"),
         }
@@ -70,7 +76,7 @@ impl Default for PacketTotals {
 }
 
 impl PacketTotals {
-    pub fn record(&mut self, call: &Call) {
+    pub fn record(&mut self, call: &Call, corrections: &Corrections) {
         if call.site != SiteId::NfHookSlow || call.skb == 0 {
             return;
         }
@@ -87,17 +93,20 @@ impl PacketTotals {
         }
         let p = self.open.entry(call.skb).or_insert_with(|| OpenPacket {
             hooks_seen: 0,
-            intervals: Vec::new(),
+            raw: Vec::new(),
+            corrected: Vec::new(),
             last_end: 0,
         });
         p.hooks_seen |= bit;
-        p.intervals.push((call.start_ns, end));
+        p.raw.push((call.start_ns, end));
+        let corrected = corrections.inclusive(call.site, call.duration_ns, call.descendants);
+        p.corrected.push((call.start_ns, call.start_ns + corrected));
         p.last_end = p.last_end.max(end);
     }
 
     fn finish(&mut self, mut p: OpenPacket) {
-        let total = p.total_ns().max(1);
-        self.per_packet.saturating_record(total);
+        self.per_packet.saturating_record(union_ns(&mut p.raw).max(1));
+        self.per_packet_corrected.saturating_record(union_ns(&mut p.corrected).max(1));
         self.hooks_per_packet.saturating_record(u64::from(p.hooks_seen.count_ones()).max(1));
     }
 
@@ -134,18 +143,24 @@ mod tests {
         }
     }
 
+    impl PacketTotals {
+        fn record_raw(&mut self, call: &Call) {
+            self.record(call, &Corrections::default());
+        }
+    }
+
     #[test]
     fn nested_hooks_count_once_and_reuse_starts_a_new_packet() {
         let mut t = PacketTotals::default();
         // IPVS-like: PRE_ROUTING 100..200, then LOCAL_IN 300..1300 with a
         // nested LOCAL_OUT 400..600 and POST_ROUTING 700..800, which
         // complete (and arrive) before LOCAL_IN does.
-        t.record(&hook_call(1, 0, 100, 100));
-        t.record(&hook_call(1, 3, 400, 200));
-        t.record(&hook_call(1, 4, 700, 100));
-        t.record(&hook_call(1, 1, 300, 1000));
+        t.record_raw(&hook_call(1, 0, 100, 100));
+        t.record_raw(&hook_call(1, 3, 400, 200));
+        t.record_raw(&hook_call(1, 4, 700, 100));
+        t.record_raw(&hook_call(1, 1, 300, 1000));
         // The same skb address at PRE_ROUTING again: a new packet.
-        t.record(&hook_call(1, 0, 5000, 50));
+        t.record_raw(&hook_call(1, 0, 5000, 50));
         t.flush();
         assert_eq!(t.per_packet.len(), 2);
         assert_eq!(t.per_packet.max(), 1100); // 100 + 1000, nested time not counted twice

@@ -16,7 +16,7 @@ use anyhow::{bail, Context as _, Result};
 use self::results::{Point, Skipped, SweepResults, SweepSettings, TrafficCounts, SCHEMA_VERSION};
 use crate::{
     capabilities::kernel_release,
-    collection::Call,
+    collection::{calibration::Corrections, Call},
     probes::{attach::AttachRequest, Backend, SITES},
     statistics::{packets::PacketTotals, Summary},
     synthesis::{
@@ -51,14 +51,15 @@ pub struct SweepOptions {
 /// Port every synthetic service listens on (as in KUBE_PROXY_RULES.md).
 const SERVICE_PORT: u16 = 80;
 
-/// Netfilter time per packet for the calls that started inside `window`.
-fn per_packet(calls: &[Call], window: &Window) -> Summary {
+/// Netfilter time per packet for the calls that started inside `window`:
+/// (corrected for the probes' own cost, raw).
+fn per_packet(calls: &[Call], window: &Window, corrections: &Corrections) -> (Summary, Summary) {
     let mut totals = PacketTotals::default();
     for c in calls.iter().filter(|c| window.contains(c.start_ns)) {
-        totals.record(c);
+        totals.record(c, corrections);
     }
     totals.flush();
-    Summary::of(&totals.per_packet)
+    (Summary::of(&totals.per_packet_corrected), Summary::of(&totals.per_packet))
 }
 
 fn mechanisms(sites: &[crate::probes::attach::SiteStatus]) -> String {
@@ -130,7 +131,12 @@ async fn measure_point(opts: &SweepOptions, mode: Mode, services: u32) -> Result
     // Let the reader catch up with the ring before detaching.
     session.collect_until(tokio::time::sleep(Duration::from_millis(300)), None, |_| {}).await?;
     let sites = session.sites().to_vec();
+    let corrections = session.corrections().clone();
     let (report, calls) = session.finish()?;
+    let (per_new_connection, per_new_connection_raw) = per_packet(&calls, &new_window, &corrections);
+    let (per_established_packet, per_established_packet_raw) =
+        per_packet(&calls, &established_window, &corrections);
+    let (per_miss_packet, per_miss_packet_raw) = per_packet(&calls, &miss_window, &corrections);
     drop(backend);
     drop(topo);
 
@@ -143,9 +149,12 @@ async fn measure_point(opts: &SweepOptions, mode: Mode, services: u32) -> Result
         kernel: report.kernel.clone(),
         program_ms: program_time.as_secs_f64() * 1000.0,
         sites: report.rows,
-        per_new_connection: per_packet(&calls, &new_window),
-        per_established_packet: per_packet(&calls, &established_window),
-        per_miss_packet: per_packet(&calls, &miss_window),
+        per_new_connection,
+        per_new_connection_raw,
+        per_established_packet,
+        per_established_packet_raw,
+        per_miss_packet,
+        per_miss_packet_raw,
         traffic: TrafficCounts {
             new_connections: new_window.packets,
             miss_packets: miss_window.packets,

@@ -17,8 +17,9 @@
 //!                  "exclusive": {...}, "inclusive_corrected": {...},
 //!                  "exclusive_corrected": {...} } ],
 //!     "per_new_connection":     { "count", "mean_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns" },
-//!     "per_established_packet": { ... },
-//!     "per_miss_packet":        { ... },
+//!     "per_new_connection_raw": { ... },
+//!     "per_established_packet": { ... },  "per_established_packet_raw": { ... },
+//!     "per_miss_packet":        { ... },  "per_miss_packet_raw": { ... },
 //!     "traffic": { "new_connections", "miss_packets", "established_packets" },
 //!     "losses": { ... },  "self_cost": [ ... ]
 //!   } ]
@@ -27,7 +28,8 @@
 //!
 //! `per_*` figures are the netfilter time one packet spent in the node
 //! namespace, summed over the hooks it traversed (nested hooks counted
-//! once), for packets of that traffic phase.
+//! once), for packets of that traffic phase: corrected for the probes' own
+//! cost, and as measured (`_raw`).
 
 use serde::{Deserialize, Serialize};
 
@@ -85,9 +87,14 @@ pub struct Point {
     /// Wall time to program the rules (control-plane cost).
     pub program_ms: f64,
     pub sites: Vec<SiteRow>,
+    /// Corrected for the probes' own cost (see `self_cost`); `_raw` as
+    /// measured.
     pub per_new_connection: Summary,
+    pub per_new_connection_raw: Summary,
     pub per_established_packet: Summary,
+    pub per_established_packet_raw: Summary,
     pub per_miss_packet: Summary,
+    pub per_miss_packet_raw: Summary,
     pub traffic: TrafficCounts,
     pub losses: Losses,
     pub self_cost: Vec<SelfCost>,

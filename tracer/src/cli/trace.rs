@@ -1,0 +1,108 @@
+//! `pathcost trace`: attach to the live kernel and time real traffic.
+
+use std::{path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result};
+use tracer::{
+    probes::{attach::AttachRequest, Backend, SiteList, SITES},
+    report::{self, Format, TraceReport},
+    trace::{stop_signal, Session, SessionOptions},
+};
+
+use super::{parse_duration, write_output};
+
+/// Attach to the live kernel and time real traffic.
+///
+/// Prints a live summary every --interval and a final report per probe
+/// site, netfilter hook and table/chain: count, mean, p50, p90, p99 and
+/// max in ns, raw and corrected for the probes' own cost, which mechanism
+/// each site uses, and every loss counter. Stops after --duration, on
+/// Ctrl-C or on SIGTERM, and detaches everything. Changes nothing on the
+/// node.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// How long to trace (e.g. 30s, 5m, 500ms); default: until Ctrl-C.
+    #[arg(long, short, value_parser = parse_duration)]
+    duration: Option<Duration>,
+    /// Probe sites, comma-separated (nf_hook_slow, ipt_do_table,
+    /// nft_do_chain, ip_vs_in, ip_vs_schedule, ip_vs_conn_in_get).
+    /// Default: all but ip_vs_conn_in_get, skipping those whose module
+    /// is not loaded. Named sites must all be available.
+    #[arg(long)]
+    sites: Option<SiteList>,
+    /// Print a live summary this often (e.g. 5s); 0 disables it.
+    #[arg(long, short, value_parser = parse_duration, default_value = "5s")]
+    interval: Duration,
+    /// Probe mechanism: best available per site, or only one kind.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    format: Format,
+    /// Write the final report here instead of stdout ("-" is stdout).
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Skip measuring the probes' own cost at start-up.
+    #[arg(long)]
+    no_calibrate: bool,
+    /// Keep only packets of this network namespace, given as a path
+    /// (/proc/1/ns/net is the host's, /run/netns/NAME a named one).
+    #[arg(long)]
+    netns: Option<PathBuf>,
+}
+
+/// Inode of a network namespace file, which is what the probes record.
+fn netns_inode(path: &std::path::Path) -> Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot open network namespace {}", path.display()))?;
+    u32::try_from(meta.ino()).with_context(|| format!("{} is not a namespace file", path.display()))
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let explicit = args.sites.is_some();
+    let sites = args.sites.map_or_else(|| SITES.iter().filter(|s| s.default).collect(), |l| l.0);
+    let interval = (!args.interval.is_zero()).then_some(args.interval);
+    let mut session = Session::start(&SessionOptions {
+        request: AttachRequest { sites, explicit, backend: args.backend, emit_events: true },
+        calibrate: !args.no_calibrate,
+        interval,
+        netns: args.netns.as_deref().map(netns_inode).transpose()?,
+        keep_calls: false,
+    })?;
+    for s in session.sites() {
+        eprintln!(
+            "pathcost: {} -> {}",
+            s.site,
+            s.mechanism.map_or_else(|| s.notes.join("; "), |m| m.to_string())
+        );
+    }
+    session
+        .collect_until(stop_signal(args.duration), interval, |snapshot| {
+            eprint!("{}", report::table::render(snapshot));
+        })
+        .await?;
+    let (report, _) = session.finish()?;
+    write_output(&report::render(&report, args.format)?, args.output.as_deref())?;
+    warn_about_losses(&report);
+    Ok(())
+}
+
+/// Specific, actionable warnings on stderr.
+fn warn_about_losses(r: &TraceReport) {
+    let l = &r.losses;
+    if l.ring_reserve_failures > 0 {
+        eprintln!(
+            "warning: the ring buffer dropped {} events; per-call percentiles miss them, the in-kernel counts do not (see in_kernel)",
+            l.ring_reserve_failures
+        );
+    }
+    if l.unmatched_exits + l.orphaned_frames > 0 {
+        eprintln!(
+            "warning: {} exits found no entry and {} entries lost their exit (kretprobe misses?); their calls are not in the figures",
+            l.unmatched_exits, l.orphaned_frames
+        );
+    }
+    if l.depth_overflows > 0 {
+        eprintln!("warning: {} calls nested deeper than the probe stack and were not timed", l.depth_overflows);
+    }
+}
