@@ -8,6 +8,7 @@
 //! network namespaces ([`netns`]); [`trace`] runs a measuring session and
 //! [`sweep`] measures cost against the number of services per mode.
 
+pub mod bench;
 pub mod capabilities;
 pub mod collection;
 pub mod netns;

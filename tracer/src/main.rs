@@ -27,6 +27,7 @@ enum Command {
     Trace(cli::trace::Args),
     Sweep(cli::sweep::Args),
     Selftest(cli::selftest::Args),
+    Bench(cli::bench::Args),
 }
 
 #[tokio::main]
@@ -36,6 +37,7 @@ async fn main() -> ExitCode {
         Command::Trace(args) => cli::trace::run(args).await,
         Command::Sweep(args) => cli::sweep::run(args).await,
         Command::Selftest(args) => cli::selftest::run(args).await,
+        Command::Bench(args) => cli::bench::run(args).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

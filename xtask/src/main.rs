@@ -4,6 +4,7 @@
 //! VM test binaries, and boots Debian kernels under qemu to run them where kprobes
 //! and IPVS exist (the host kernel has neither; see shared/ENVIRONMENT.md).
 
+mod bench;
 mod build;
 mod cmd;
 mod run;
@@ -40,6 +41,8 @@ enum Command {
     Run(run::Options),
     /// Run the host tests, then the VM suite on each kernel, and summarise.
     Test(test::Options),
+    /// Measure pathcost's own overhead in the VM on each kernel.
+    Bench(bench::Options),
     /// Debugging aid: boot a kernel and run a shell command in the VM instead of
     /// pathcost (nothing is built), e.g. `cargo xtask vm-exec --kernel 6.1 -- 'nft list ruleset'`.
     VmExec(vm::ExecOptions),
@@ -116,6 +119,7 @@ fn main() -> ExitCode {
         Command::Build(options) => build::run(&ws, &options),
         Command::Run(options) => run::run(&ws, &options),
         Command::Test(options) => test::run(&ws, &options),
+        Command::Bench(options) => bench::run(&ws, &options),
         Command::VmExec(options) => vm::exec(&ws, &options),
     });
     match result {

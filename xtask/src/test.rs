@@ -37,6 +37,8 @@ struct Row {
 pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
     setup::run()?;
     println!("test: host tests");
+    // The CLI tests run the pathcost binary next to them in target/debug.
+    cmd::run(Command::new(crate::cargo()).current_dir(&ws.root).args(["build", "-p", "tracer"]))?;
     // Tests that need root or kprobes skip themselves here and run in the VM.
     cmd::run(
         Command::new(crate::cargo())

@@ -2,6 +2,7 @@
 //! flags (defined once, so help and validation come from one place) and the
 //! function that runs it; helpers shared by several live here.
 
+pub mod bench;
 pub mod selftest;
 pub mod sweep;
 pub mod trace;

@@ -341,9 +341,11 @@ pub fn established_packets(
     result
 }
 
-/// Lets in-flight packets (and their echoes) finish before a window closes.
+/// How long a phase waits at its end for in-flight packets (and echoes).
+pub const SETTLE: Duration = Duration::from_millis(200);
+
 fn settle() {
-    thread::sleep(Duration::from_millis(200));
+    thread::sleep(SETTLE);
 }
 
 /// `count` targets: services drawn uniformly at random, with their protocol.
