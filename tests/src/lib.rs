@@ -55,3 +55,92 @@ pub fn pathcost_bin() -> PathBuf {
     assert!(bin.exists(), "{} not built: run `cargo build -p tracer` first", bin.display());
     bin
 }
+
+/// The root namespace's netfilter, IPVS, ipset and link state, as the
+/// kernel's own tools list it, with counters and comments blanked so only
+/// a real change shows. Tools that are missing contribute their error.
+pub fn root_network_state() -> String {
+    let tools: [&[&str]; 7] = [
+        &["iptables-legacy-save"],
+        &["iptables-nft-save"],
+        &["nft", "list", "ruleset"],
+        &["ipvsadm", "-Sn"],
+        &["ipset", "list"],
+        &["ip", "-o", "link"],
+        &["ip", "-o", "addr"],
+    ];
+    let mut out = String::new();
+    for argv in tools {
+        out.push_str(&format!("== {}\n", argv.join(" ")));
+        match std::process::Command::new(argv[0]).args(&argv[1..]).output() {
+            Ok(o) => {
+                for line in String::from_utf8_lossy(&o.stdout).lines() {
+                    if !line.starts_with('#') {
+                        out.push_str(&blank_counters(line));
+                        out.push('\n');
+                    }
+                }
+            }
+            Err(e) => out.push_str(&format!("unavailable: {e}\n")),
+        }
+    }
+    out
+}
+
+/// `[12:3456]` -> `[0:0]`, `packets 5 bytes 300` -> `packets 0 bytes 0`,
+/// and link statistics that move with unrelated traffic.
+fn blank_counters(line: &str) -> String {
+    let mut words: Vec<String> = line.split(' ').map(str::to_owned).collect();
+    for i in 0..words.len() {
+        let w = &words[i];
+        if w.starts_with('[') && w.ends_with(']') && w[1..w.len() - 1].split(':').all(|n| n.parse::<u64>().is_ok()) {
+            words[i] = "[0:0]".into();
+        }
+        if (words[i] == "packets" || words[i] == "bytes") && i + 1 < words.len() && words[i + 1].parse::<u64>().is_ok() {
+            words[i + 1] = "0".into();
+        }
+    }
+    words.join(" ")
+}
+
+/// Names pathcost's programs get in the kernel (BPF names stop at 15 bytes).
+fn our_program_names() -> Vec<String> {
+    let mut names = Vec::new();
+    for site in tracer::probes::SITES.iter().chain([&tracer::probes::CALIBRATION]) {
+        for prefix in ["kprobe", "kretprobe", "fentry", "fexit"] {
+            let full = format!("{prefix}_{}", site.program_stem);
+            names.push(full.chars().take(15).collect());
+        }
+    }
+    names
+}
+
+/// pathcost's programs currently loaded, from the kernel's own list.
+pub fn loaded_ours() -> Vec<String> {
+    let ours = our_program_names();
+    aya::programs::loaded_programs()
+        .filter_map(Result::ok)
+        .filter_map(|p| p.name_as_str().map(str::to_owned))
+        .filter(|n| ours.contains(n))
+        .collect()
+}
+
+/// Waits up to 5 s for the kernel to release a killed process's programs
+/// (file descriptors are closed asynchronously); returns what is left.
+pub fn loaded_ours_after_exit() -> Vec<String> {
+    for _ in 0..50 {
+        let left = loaded_ours();
+        if left.is_empty() {
+            return left;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    loaded_ours()
+}
+
+/// Contents of tracefs `kprobe_events` (named kprobes; pathcost makes none).
+pub fn kprobe_events() -> String {
+    std::fs::read_to_string("/sys/kernel/tracing/kprobe_events")
+        .or_else(|_| std::fs::read_to_string("/sys/kernel/debug/tracing/kprobe_events"))
+        .unwrap_or_default()
+}

@@ -53,3 +53,21 @@ fn bad_flag_values_are_rejected_before_anything_runs() {
         assert!(stderr.contains("error:"), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn bad_sweep_values_are_rejected_with_a_clear_error() {
+    for (args, expect) in [
+        (&["sweep", "--services", "0"][..], "--services"),
+        (&["sweep", "--services=-5"][..], "--services"),
+        (&["sweep", "--services", "10,99999999"][..], "--services"),
+        (&["sweep", "--modes", "iptables,ipvs"][..], "unknown mode 'iptables'"),
+        (&["sweep", "--ipvs-scheduler", "fastest"][..], "fastest"),
+        (&["sweep", "--endpoints", "0"][..], "--endpoints"),
+        (&["sweep", "--protocols", "sctp"][..], "unknown protocol 'sctp'"),
+        (&["sweep", "--connections", "100000"][..], "--connections"),
+    ] {
+        let (code, stderr) = pathcost(args);
+        assert_eq!(code, 2, "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+}

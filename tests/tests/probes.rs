@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use pathcost_tests::{kprobe_skip_reason, pathcost_bin, skip};
+use pathcost_tests::{kprobe_events, kprobe_skip_reason, loaded_ours, pathcost_bin, skip};
 use tracer::{
     probes::{attach::AttachRequest, Backend, ProbeSite},
     report::TraceReport,
@@ -163,33 +163,6 @@ async fn ipvs_schedules_once_per_new_connection_and_nested_transmit_pairs() {
     );
 }
 
-/// Names our programs get in the kernel (BPF names are cut at 15 bytes).
-fn our_program_names() -> Vec<String> {
-    let mut names = Vec::new();
-    for site in tracer::probes::SITES.iter().chain([&tracer::probes::CALIBRATION]) {
-        for prefix in ["kprobe", "kretprobe", "fentry", "fexit"] {
-            let full = format!("{prefix}_{}", site.program_stem);
-            names.push(full.chars().take(15).collect());
-        }
-    }
-    names
-}
-
-fn loaded_ours() -> Vec<String> {
-    let ours = our_program_names();
-    aya::programs::loaded_programs()
-        .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_owned))
-        .filter(|n| ours.contains(n))
-        .collect()
-}
-
-fn kprobe_events() -> String {
-    std::fs::read_to_string("/sys/kernel/tracing/kprobe_events")
-        .or_else(|_| std::fs::read_to_string("/sys/kernel/debug/tracing/kprobe_events"))
-        .unwrap_or_default()
-}
-
 #[test]
 fn nothing_stays_attached_after_sigkill() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
@@ -213,15 +186,7 @@ fn nothing_stays_attached_after_sigkill() {
 
     child.kill().expect("SIGKILL");
     child.wait().unwrap();
-    // The kernel releases fds asynchronously (RCU); give it a moment.
-    let mut left = loaded_ours();
-    for _ in 0..50 {
-        if left.is_empty() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-        left = loaded_ours();
-    }
+    let left = pathcost_tests::loaded_ours_after_exit();
     assert!(left.is_empty(), "programs left after SIGKILL: {left:?}");
     assert_eq!(kprobe_events().trim(), "", "kprobe events left after SIGKILL");
 }

@@ -104,6 +104,18 @@ impl NetNs {
         self.run(move || run_command(&ns, &program, &args, input))?
     }
 
+    /// Packet counter of the first rule of `chain` in `table`, as listed by
+    /// `iptables` (e.g. `iptables-legacy`) in this namespace.
+    pub fn first_rule_packets(&self, iptables: &str, table: &str, chain: &str) -> Result<u64> {
+        let out = self.cmd(iptables, &["-t", table, "-L", chain, "-v", "-x", "-n"])?;
+        // Two header lines ("Chain ...", column names), then the rules.
+        let line = out.lines().nth(2).with_context(|| format!("no rule in {table}/{chain}"))?;
+        line.split_whitespace()
+            .next()
+            .and_then(|n| n.parse().ok())
+            .with_context(|| format!("cannot read the packet counter from `{line}`"))
+    }
+
     /// Inode of the namespace (as in `/proc/PID/ns/net`; the kernel's
     /// `ns.inum`, a u32), which the probes record per packet.
     pub fn inode(&self) -> Result<u32> {

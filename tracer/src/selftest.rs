@@ -49,17 +49,6 @@ impl SelftestOutcome {
     }
 }
 
-/// Reads the packet counter of the first rule of `chain` in `table`.
-fn rule_packets(ns: &NetNs, iptables: &str, table: &str, chain: &str) -> Result<u64> {
-    let out = ns.cmd(iptables, &["-t", table, "-L", chain, "-v", "-x", "-n"])?;
-    // Header lines: "Chain OUTPUT ..." and the column names; then rules.
-    let line = out.lines().nth(2).context("no rule in the listing")?;
-    line.split_whitespace()
-        .next()
-        .and_then(|n| n.parse().ok())
-        .with_context(|| format!("cannot read the packet counter from `{line}`"))
-}
-
 pub async fn run(backend: Backend, packets: u64, iptables: &str) -> Result<SelftestOutcome> {
     let ns = NetNs::new("selftest")?;
     // A filter rule that counts our packets, and a DNAT rule (to where the
@@ -106,7 +95,7 @@ pub async fn run(backend: Backend, packets: u64, iptables: &str) -> Result<Selft
         .collect_until(tokio::time::sleep(Duration::from_millis(500)), None, |_| {})
         .await?;
     let pairs = session.maps().site_count(SiteId::NfHookSlow)? - before;
-    let rule = rule_packets(&ns, iptables, "filter", "OUTPUT")?;
+    let rule = ns.first_rule_packets(iptables, "filter", "OUTPUT")?;
     let (report, _) = session.finish()?;
     Ok(SelftestOutcome { packets_sent: sent, rule_packets: rule, nf_hook_slow_pairs: pairs, report })
 }

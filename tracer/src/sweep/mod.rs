@@ -80,14 +80,21 @@ fn save(results: &SweepResults, dir: &Path) -> Result<()> {
 }
 
 /// One (mode, N) point: program, drive, measure, tear down.
-async fn measure_point(opts: &SweepOptions, mode: Mode, services: u32) -> Result<Point> {
+async fn measure_point(
+    opts: &SweepOptions,
+    mode: Mode,
+    services: u32,
+    mut progress: impl FnMut(&str),
+) -> Result<Point> {
     let spec = ClusterSpec::new(services, opts.endpoints)
         .with_protocols(opts.protocols.clone())
         .with_seed(opts.seed ^ u64::from(services));
     let cluster = Cluster::new(spec)?;
     let topo = Topology::build()?;
+    progress("programming");
     let program_time = program(mode, &cluster, opts.scheduler, &topo.node)
         .with_context(|| format!("programming {mode} for {services} services"))?;
+    progress(&format!("programmed in {:.0} ms; attaching", program_time.as_secs_f64() * 1000.0));
     let backend = traffic::Backend::start(&topo, SERVICE_PORT)?;
 
     let mut session = Session::start(&SessionOptions {
@@ -103,6 +110,7 @@ async fn measure_point(opts: &SweepOptions, mode: Mode, services: u32) -> Result
         keep_calls: true,
     })?;
 
+    progress("sending traffic");
     let mut rng = SplitMix64::new(opts.seed ^ 0x5eed);
     let ports = cluster.service_ports();
     let new_targets = traffic::random_targets(ports, opts.connections, &mut rng);
@@ -210,13 +218,13 @@ pub async fn run(opts: &SweepOptions, mut progress: impl FnMut(&str)) -> Result<
     for &mode in &modes {
         for &n in &opts.services {
             done += 1;
-            progress(&format!("[{done}/{total}] {mode} with {n} services: programming, tracing, sending traffic"));
-            let point = measure_point(opts, mode, n)
+            let step = format!("[{done}/{total}] {mode} with {n} services");
+            let point = measure_point(opts, mode, n, |what| progress(&format!("{step}: {what}")))
                 .await
                 .with_context(|| format!("sweep point {mode} with {n} services"))?;
             progress(&format!(
-                "[{done}/{total}] {mode} with {n} services: programmed in {:.0} ms; new connection p50 {} ns over {} packets",
-                point.program_ms, point.per_new_connection.p50_ns, point.per_new_connection.count
+                "{step}: done; new connection p50 {} ns over {} packets",
+                point.per_new_connection.p50_ns, point.per_new_connection.count
             ));
             results.points.push(point);
             if let Some(dir) = &opts.output {

@@ -46,6 +46,14 @@ impl Topology {
         let client = NetNs::new("client")?;
         let node = NetNs::new("node")?;
         let backend = NetNs::new("backend")?;
+        // IPv4 only: IPv6 neighbour discovery and router solicitations on
+        // new links would be packets in the measurements.
+        for ns in [&client, &node, &backend] {
+            if std::path::Path::new("/proc/sys/net/ipv6").exists() {
+                ns.sysctl("net.ipv6.conf.all.disable_ipv6", "1")?;
+                ns.sysctl("net.ipv6.conf.default.disable_ipv6", "1")?;
+            }
+        }
 
         let (ctid, btid) = (client.tid().to_string(), backend.tid().to_string());
         let veth = |dev: &str, mac: &str, peer_mac: &str, peer_ns: &str| {

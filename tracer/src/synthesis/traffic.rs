@@ -8,7 +8,7 @@
 use std::{
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
     },
     thread,
@@ -81,6 +81,7 @@ impl Pace {
 /// silently drops TCP, so new-connection phases see no reply packets.
 pub struct Backend {
     echo: Arc<AtomicBool>,
+    received: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -94,23 +95,36 @@ impl Backend {
         socket.set_read_timeout(Some(Duration::from_millis(50)))?;
         enable_pktinfo(&socket)?;
         let echo = Arc::new(AtomicBool::new(false));
+        let received = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (e, s) = (echo.clone(), stop.clone());
+        let (e, r, s) = (echo.clone(), received.clone(), stop.clone());
         let thread = thread::Builder::new().name("backend-echo".into()).spawn(move || {
             let mut buf = [0u8; 2048];
             while !s.load(Ordering::Relaxed) {
                 if let Some((n, from, to)) = recv_with_destination(&socket, &mut buf) {
+                    r.fetch_add(1, Ordering::Relaxed);
                     if e.load(Ordering::Relaxed) {
                         send_from(&socket, &buf[..n], to, from);
                     }
                 }
             }
         })?;
-        Ok(Backend { echo, stop, thread: Some(thread) })
+        Ok(Backend { echo, received, stop, thread: Some(thread) })
     }
 
     pub fn set_echo(&self, on: bool) {
         self.echo.store(on, Ordering::Relaxed);
+    }
+
+    /// UDP datagrams that reached an endpoint so far: proof that the
+    /// service rules really forwarded them.
+    pub fn udp_received(&self) -> u64 {
+        self.received.load(Ordering::Relaxed)
+    }
+
+    /// TCP SYNs that reached an endpoint (counted by the backend's drop rule).
+    pub fn tcp_syns_received(topo: &Topology) -> Result<u64> {
+        topo.backend.first_rule_packets("iptables-legacy", "filter", "INPUT")
     }
 }
 
