@@ -55,6 +55,7 @@ async fn trace_while(topo: &Topology, site_names: &[&str], traffic: impl FnOnce(
             explicit: true,
             backend: Backend::Kprobe,
             emit_events: true,
+            bracket: None,
         },
         calibrate: false,
         interval: None,

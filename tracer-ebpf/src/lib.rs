@@ -39,9 +39,13 @@ pub enum SiteId {
     IpvsConnInGet = 5,
     /// The calibration target used to measure the probes' own cost.
     Calibration = 6,
+    /// Tracepoint bracket: `net:netif_receive_skb` on the ingress device to
+    /// the next `fib:fib_table_lookup` for it on the same CPU, which
+    /// encloses the PREROUTING hooks. For kernels without kprobes/fentry.
+    Bracket = 7,
 }
 
-pub const SITE_COUNT: usize = 7;
+pub const SITE_COUNT: usize = 8;
 
 impl SiteId {
     pub const ALL: [SiteId; SITE_COUNT] = [
@@ -52,6 +56,7 @@ impl SiteId {
         SiteId::IpvsSchedule,
         SiteId::IpvsConnInGet,
         SiteId::Calibration,
+        SiteId::Bracket,
     ];
 
     pub const fn from_u32(v: u32) -> Option<SiteId> {
@@ -141,6 +146,48 @@ pub struct ProbeConfig {
     /// Non-zero: send one [`CallEvent`] per call through the ring buffer.
     /// Zero: only the in-kernel histograms and counters are kept.
     pub emit_events: u32,
+    pub bracket: BracketConfig,
+}
+
+/// What the tracepoint bracket needs: where to find the device and its
+/// namespace from an skb, and which packets to bracket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct BracketConfig {
+    /// Offset of `dev` (`struct net_device *`) in `struct sk_buff`.
+    pub skb_dev_off: i16,
+    /// Offset of `ifindex` (int) in `struct net_device`.
+    pub dev_ifindex_off: i16,
+    /// Offset of `nd_net.net` (`struct net *`) in `struct net_device`.
+    pub dev_net_off: i16,
+    /// Offset of `__fl_common.flowic_iif` (int) in `struct flowi4`.
+    pub flowi4_iif_off: i16,
+    /// Only packets arriving on this interface (0: any but loopback).
+    pub ifindex: u32,
+    /// Only packets in this network namespace (inode; 0: any).
+    pub netns: u32,
+}
+
+impl BracketConfig {
+    pub const EMPTY: BracketConfig = BracketConfig {
+        skb_dev_off: NO_OFFSET,
+        dev_ifindex_off: NO_OFFSET,
+        dev_net_off: NO_OFFSET,
+        flowi4_iif_off: NO_OFFSET,
+        ifindex: 0,
+        netns: 0,
+    };
+}
+
+/// A bracket opened on one CPU by `netif_receive_skb`, waiting for the
+/// route lookup that closes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct OpenBracket {
+    pub skb: u64,
+    pub start_ns: u64,
+    pub ifindex: u32,
+    pub netns: u32,
 }
 
 impl ProbeConfig {
@@ -151,6 +198,7 @@ impl ProbeConfig {
         state_net_off: NO_OFFSET,
         net_inum_off: NO_OFFSET,
         emit_events: 1,
+        bracket: BracketConfig::EMPTY,
     };
 }
 
@@ -239,9 +287,16 @@ pub enum Counter {
     RingReserveFailures = 5,
     /// Exits whose clock went backwards (should stay 0).
     NegativeDurations = 6,
+    /// Brackets opened by a matching `netif_receive_skb`.
+    BracketsOpened = 7,
+    /// Brackets closed by the packet's route lookup.
+    BracketsClosed = 8,
+    /// Brackets that never closed: the next packet on the CPU replaced them
+    /// (the packet was dropped or consumed before routing).
+    BracketsUnclosed = 9,
 }
 
-pub const COUNTER_COUNT: usize = 7;
+pub const COUNTER_COUNT: usize = 10;
 
 /// Per-CPU histogram slot for one site: log2 buckets plus running sums, so
 /// counts survive even when the ring buffer overflows.

@@ -11,13 +11,13 @@ use aya_ebpf::{
         bpf_get_smp_processor_id, bpf_ktime_get_ns, bpf_probe_read_kernel,
         bpf_probe_read_kernel_str_bytes,
     },
-    macros::{fentry, fexit, kprobe, kretprobe, map},
+    macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
     maps::{PerCpuArray, RingBuf},
-    programs::{FEntryContext, FExitContext, ProbeContext, RetProbeContext},
+    programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
     EbpfContext as _,
 };
 use tracer_ebpf::{
-    histogram_index, CallEvent, CallStack, Counter, Frame, ProbeConfig, SiteHistogram, SiteId,
+    histogram_index, CallEvent, CallStack, Counter, Frame, OpenBracket, ProbeConfig, SiteHistogram, SiteId,
     COUNTER_COUNT, HIST_BUCKETS, HOOK_SLOTS, HOOK_UNKNOWN, MAX_DEPTH, NAME_LEN, NO_ARG,
     NO_OFFSET, SITE_COUNT,
 };
@@ -35,6 +35,9 @@ static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(COUNTER_COUNT 
 #[map]
 static HISTOGRAMS: PerCpuArray<SiteHistogram> =
     PerCpuArray::with_max_entries((SITE_COUNT * HOOK_SLOTS) as u32, 0);
+
+#[map]
+static OPEN_BRACKET: PerCpuArray<OpenBracket> = PerCpuArray::with_max_entries(1, 0);
 
 /// 4 MiB: about 37,000 events in flight. Userspace may resize it.
 #[map]
@@ -375,6 +378,14 @@ fn on_exit(site: SiteId, skb: u64, ret: i64) -> u32 {
     }
     count(Counter::Matched);
 
+    record_call(site, &frame, duration, self_ns, ret, found as u8);
+    0
+}
+
+/// Adds one completed call to the in-kernel histogram and, room allowing,
+/// sends it to userspace.
+#[inline(always)]
+fn record_call(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i64, depth: u8) {
     if let Some(h) = HISTOGRAMS.get_ptr_mut(histogram_index(site as u32, frame.hook)) {
         let h = unsafe { &mut *h };
         let bucket = log2(duration);
@@ -390,33 +401,109 @@ fn on_exit(site: SiteId, skb: u64, ret: i64) -> u32 {
 
     // Calibration calls only feed the histogram: 100,000 of them would
     // fill the ring before the reader starts.
-    if config().emit_events != 0 && site != SiteId::Calibration {
-        match EVENTS.reserve::<CallEvent>(0) {
-            Some(mut entry) => {
-                let ev = entry.as_mut_ptr();
-                unsafe {
-                    (*ev).duration_ns = duration;
-                    (*ev).self_ns = self_ns;
-                    (*ev).skb = frame.skb;
-                    (*ev).start_ns = frame.start_ns;
-                    (*ev).ret = ret as i32;
-                    (*ev).site = site as u32;
-                    (*ev).cpu = bpf_get_smp_processor_id();
-                    (*ev).children = frame.children;
-                    (*ev).descendants = frame.descendants;
-                    (*ev).hook = frame.hook;
-                    (*ev).pf = frame.pf;
-                    (*ev).depth = found as u8;
-                    (*ev)._pad = 0;
-                    (*ev).netns = frame.netns;
-                    (*ev).name = frame.name;
-                    (*ev).table = frame.table;
-                }
-                entry.submit(0);
-            }
-            None => count(Counter::RingReserveFailures),
-        }
+    if config().emit_events == 0 || site == SiteId::Calibration {
+        return;
     }
+    match EVENTS.reserve::<CallEvent>(0) {
+        Some(mut entry) => {
+            let ev = entry.as_mut_ptr();
+            unsafe {
+                (*ev).duration_ns = duration;
+                (*ev).self_ns = self_ns;
+                (*ev).skb = frame.skb;
+                (*ev).start_ns = frame.start_ns;
+                (*ev).ret = ret as i32;
+                (*ev).site = site as u32;
+                (*ev).cpu = bpf_get_smp_processor_id();
+                (*ev).children = frame.children;
+                (*ev).descendants = frame.descendants;
+                (*ev).hook = frame.hook;
+                (*ev).pf = frame.pf;
+                (*ev).depth = depth;
+                (*ev)._pad = 0;
+                (*ev).netns = frame.netns;
+                (*ev).name = frame.name;
+                (*ev).table = frame.table;
+            }
+            entry.submit(0);
+        }
+        None => count(Counter::RingReserveFailures),
+    }
+}
+
+// The tracepoint bracket. On one CPU, a packet received from the device
+// runs netif_receive_skb, the PREROUTING hooks, then the input route
+// lookup, all in one softirq: the time between the two tracepoints
+// encloses the hooks. Packets are matched by CPU and ingress ifindex.
+
+/// `TP_PROTO(struct sk_buff *skb)`
+#[raw_tracepoint(tracepoint = "netif_receive_skb")]
+pub fn bracket_open(ctx: RawTracePointContext) -> u32 {
+    let cfg = &config().bracket;
+    let skb: u64 = ctx.arg(0);
+    if skb == 0 || cfg.skb_dev_off == NO_OFFSET {
+        return 0;
+    }
+    let dev = read_u64(skb + cfg.skb_dev_off as u64);
+    if dev == 0 {
+        return 0;
+    }
+    let ifindex = read_u32(dev + cfg.dev_ifindex_off as u64);
+    // Loopback (ifindex 1) is never a node's ingress.
+    if (cfg.ifindex != 0 && ifindex != cfg.ifindex) || (cfg.ifindex == 0 && ifindex == 1) {
+        return 0;
+    }
+    let net = read_u64(dev + cfg.dev_net_off as u64);
+    let netns = if net != 0 { read_u32(net + config().net_inum_off as u64) } else { 0 };
+    if cfg.netns != 0 && netns != cfg.netns {
+        return 0;
+    }
+    let Some(open) = OPEN_BRACKET.get_ptr_mut(0) else { return 0 };
+    let open = unsafe { &mut *open };
+    if open.skb != 0 {
+        count(Counter::BracketsUnclosed);
+    }
+    count(Counter::BracketsOpened);
+    open.skb = skb;
+    open.ifindex = ifindex;
+    open.netns = netns;
+    open.start_ns = unsafe { bpf_ktime_get_ns() };
+    0
+}
+
+/// `TP_PROTO(u32 tb_id, const struct flowi4 *flp, const struct fib_nh_common *nhc, int err)`
+#[raw_tracepoint(tracepoint = "fib_table_lookup")]
+pub fn bracket_close(ctx: RawTracePointContext) -> u32 {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(open) = OPEN_BRACKET.get_ptr_mut(0) else { return 0 };
+    let open = unsafe { &mut *open };
+    if open.skb == 0 {
+        return 0;
+    }
+    let cfg = &config().bracket;
+    let flp: u64 = ctx.arg(1);
+    // Only the input lookup for the bracketed packet's device closes it.
+    if flp == 0 || read_u32(flp + cfg.flowi4_iif_off as u64) != open.ifindex {
+        return 0;
+    }
+    let frame = Frame {
+        start_ns: open.start_ns,
+        child_ns: 0,
+        skb: open.skb,
+        site: SiteId::Bracket as u16,
+        children: 0,
+        descendants: 0,
+        hook: 0, // NF_INET_PRE_ROUTING
+        pf: 2,   // NFPROTO_IPV4: fib_table_lookup is the IPv4 FIB
+        netns: open.netns,
+        _pad: 0,
+        name: [0; NAME_LEN],
+        table: [0; NAME_LEN],
+    };
+    open.skb = 0;
+    count(Counter::BracketsClosed);
+    let duration = now.saturating_sub(frame.start_ns);
+    record_call(SiteId::Bracket, &frame, duration, duration, 0, 0);
     0
 }
 

@@ -66,17 +66,18 @@ fn timed_phase(topo: &Topology, cluster: &Cluster, count: u32, rng: &mut SplitMi
     Ok(elapsed.as_nanos() as f64 / w.packets.max(1) as f64)
 }
 
-fn session(backend: Backend, node_netns: u32) -> Result<Session> {
+fn session(backend: Backend, topo: &Topology) -> Result<Session> {
     Session::start(&SessionOptions {
         request: AttachRequest {
             sites: SITES.iter().filter(|s| s.default).collect(),
             explicit: false,
             backend,
             emit_events: true,
+            bracket: Some(topo.bracket_filter()?),
         },
         calibrate: false,
         interval: None,
-        netns: Some(node_netns),
+        netns: Some(topo.node.inode()?),
         keep_calls: false,
     })
 }
@@ -102,7 +103,7 @@ pub async fn run(backend: Backend, services: u32, packets: u32) -> Result<BenchR
     drop(topo);
 
     let topo = build()?;
-    let mut s = session(backend, topo.node.inode()?)?;
+    let mut s = session(backend, &topo)?;
     let attached_ns = timed_phase(&topo, &cluster, packets, &mut rng)?;
     s.collect_until(tokio::time::sleep(Duration::from_millis(300)), None, |_| {}).await?;
     let mechanisms = s.sites().iter().filter_map(|x| x.mechanism.map(|m| format!("{}={m}", x.site))).collect::<Vec<_>>();
@@ -138,7 +139,7 @@ pub async fn run(backend: Backend, services: u32, packets: u32) -> Result<BenchR
 async fn flood(backend: Backend, cluster: &Cluster, packets: u32, rng: &mut SplitMix64) -> Result<FloodResult> {
     let topo = Topology::build()?;
     program(Mode::IptablesLegacy, cluster, Scheduler::default(), &topo.node)?;
-    let mut s = session(backend, topo.node.inode()?)?;
+    let mut s = session(backend, &topo)?;
     let targets: Vec<(Protocol, SocketAddrV4)> = traffic::random_targets(cluster.service_ports(), packets, rng);
     let started = Instant::now();
     // The sender blocks its thread; the ring is drained here meanwhile.

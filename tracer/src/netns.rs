@@ -104,6 +104,16 @@ impl NetNs {
         self.run(move || run_command(&ns, &program, &args, input))?
     }
 
+    /// Interface index of `dev` in this namespace.
+    pub fn ifindex(&self, dev: &str) -> Result<u32> {
+        let out = self.cmd("ip", &["-o", "link", "show", "dev", dev])?;
+        // "5: to-client@if4: <BROADCAST,...": the index leads the line.
+        out.split(':')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            .with_context(|| format!("cannot read the ifindex of {dev} from `{}`", out.trim()))
+    }
+
     /// Packet counter of the first rule of `chain` in `table`, as listed by
     /// `iptables` (e.g. `iptables-legacy`) in this namespace.
     pub fn first_rule_packets(&self, iptables: &str, table: &str, chain: &str) -> Result<u64> {

@@ -83,6 +83,30 @@ impl KernelFeatures {
     }
 }
 
+/// Tracepoints the bracket backend attaches to (as raw tracepoints, which
+/// need no tracefs mount).
+pub const BRACKET_TRACEPOINTS: [&str; 2] = ["netif_receive_skb", "fib_table_lookup"];
+
+/// Whether the kernel has the tracepoint `name`: since 5.10 each has an
+/// iterator function `__traceiter_<name>` (a text symbol, listed even
+/// without CONFIG_KALLSYMS_ALL and without a tracefs mount).
+pub fn has_tracepoint(kallsyms: &Kallsyms, name: &str) -> bool {
+    kallsyms.home(&format!("__traceiter_{name}")).is_some()
+}
+
+/// Why the bracket backend cannot attach here, or `None` when it can.
+pub fn bracket_unavailable_reason() -> Option<String> {
+    let wanted: Vec<String> = BRACKET_TRACEPOINTS.iter().map(|t| format!("__traceiter_{t}")).collect();
+    let names: Vec<&str> = wanted.iter().map(String::as_str).collect();
+    let kallsyms = match Kallsyms::load(&names) {
+        Ok(k) => k,
+        Err(e) => return Some(format!("{e:#}")),
+    };
+    let missing: Vec<&str> =
+        BRACKET_TRACEPOINTS.iter().copied().filter(|t| !has_tracepoint(&kallsyms, t)).collect();
+    (!missing.is_empty()).then(|| format!("kernel has no tracepoint {}", missing.join(" or ")))
+}
+
 /// Capabilities pathcost needs to load and attach tracing programs.
 const CAP_SYS_ADMIN: u32 = 21;
 const CAP_PERFMON: u32 = 38;

@@ -4,7 +4,10 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tracer::{
-    probes::{attach::AttachRequest, Backend, SiteList, SITES},
+    probes::{
+        attach::{AttachRequest, BracketFilter},
+        Backend, SiteList, SITES,
+    },
     report::{self, Format, TraceReport},
     trace::{stop_signal, Session, SessionOptions},
 };
@@ -48,6 +51,20 @@ pub struct Args {
     /// (/proc/1/ns/net is the host's, /run/netns/NAME a named one).
     #[arg(long)]
     netns: Option<PathBuf>,
+    /// Ingress device whose packets the tracepoint bracket times (looked
+    /// up in pathcost's own namespace); default: every device but lo.
+    #[arg(long)]
+    device: Option<String>,
+}
+
+/// Interface index of `dev` in pathcost's own network namespace.
+fn ifindex(dev: &str) -> Result<u32> {
+    let path = format!("/sys/class/net/{dev}/ifindex");
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("no network device {dev} ({path})"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("unreadable {path}"))
 }
 
 /// Inode of a network namespace file, which is what the probes record.
@@ -62,11 +79,16 @@ pub async fn run(args: Args) -> Result<()> {
     let explicit = args.sites.is_some();
     let sites = args.sites.map_or_else(|| SITES.iter().filter(|s| s.default).collect(), |l| l.0);
     let interval = (!args.interval.is_zero()).then_some(args.interval);
+    let netns = args.netns.as_deref().map(netns_inode).transpose()?;
+    let bracket = BracketFilter {
+        ifindex: args.device.as_deref().map(ifindex).transpose()?.unwrap_or(0),
+        netns: netns.unwrap_or(0),
+    };
     let mut session = Session::start(&SessionOptions {
-        request: AttachRequest { sites, explicit, backend: args.backend, emit_events: true },
+        request: AttachRequest { sites, explicit, backend: args.backend, emit_events: true, bracket: Some(bracket) },
         calibrate: !args.no_calibrate,
         interval,
-        netns: args.netns.as_deref().map(netns_inode).transpose()?,
+        netns,
         keep_calls: false,
     })?;
     for s in session.sites() {

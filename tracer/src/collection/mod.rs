@@ -24,6 +24,15 @@ pub struct Losses {
     pub negative_durations: u64,
     /// Events whose site id userspace did not recognise (should stay 0).
     pub undecodable_events: u64,
+    /// Tracepoint bracket: opened by a packet on the ingress device, closed
+    /// by its route lookup, or never closed (dropped or consumed before
+    /// routing, e.g. by a PREROUTING rule).
+    #[serde(default)]
+    pub brackets_opened: u64,
+    #[serde(default)]
+    pub brackets_closed: u64,
+    #[serde(default)]
+    pub brackets_unclosed: u64,
 }
 
 impl Losses {
@@ -81,6 +90,9 @@ impl KernelMaps {
             ring_reserve_failures: sums[Counter::RingReserveFailures as usize],
             negative_durations: sums[Counter::NegativeDurations as usize],
             undecodable_events: 0,
+            brackets_opened: sums[Counter::BracketsOpened as usize],
+            brackets_closed: sums[Counter::BracketsClosed as usize],
+            brackets_unclosed: sums[Counter::BracketsUnclosed as usize],
         })
     }
 

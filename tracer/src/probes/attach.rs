@@ -9,7 +9,7 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
-    programs::{FEntry, FExit, KProbe},
+    programs::{FEntry, FExit, KProbe, RawTracePoint},
     Ebpf, EbpfLoader,
 };
 use tracer_ebpf::{ProbeConfig, SiteLayout};
@@ -32,6 +32,18 @@ pub struct AttachRequest {
     /// Send one event per call to userspace (exact histograms). Without it
     /// only the in-kernel log2 histograms and counters are kept.
     pub emit_events: bool,
+    /// Packets the tracepoint bracket may time, used with
+    /// `Backend::Bracket`, or by `Backend::Auto` when no site attaches.
+    pub bracket: Option<BracketFilter>,
+}
+
+/// Which packets the tracepoint bracket times.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BracketFilter {
+    /// Ingress interface index (0: any but loopback).
+    pub ifindex: u32,
+    /// Network namespace inode (0: any).
+    pub netns: u32,
 }
 
 /// Outcome for one site.
@@ -160,6 +172,31 @@ pub fn attach_calibration(ebpf: &mut Ebpf, mechanism: Mechanism, symbol: &str) -
             };
             attach_fentry(ebpf, &r, &btf)
         }
+        Mechanism::Bracket => bail!("the tracepoint bracket has no calibration pair"),
+    }
+}
+
+/// Attaches the two tracepoint programs of the bracket (close first, so no
+/// bracket opens before something can close it).
+fn attach_bracket(ebpf: &mut Ebpf) -> Result<()> {
+    for (program, tracepoint) in [("bracket_close", "fib_table_lookup"), ("bracket_open", "netif_receive_skb")] {
+        let prog: &mut RawTracePoint = ebpf
+            .program_mut(program)
+            .ok_or_else(|| anyhow!("program {program} missing from the eBPF object"))?
+            .try_into()?;
+        prog.load().with_context(|| format!("loading the {tracepoint} raw tracepoint program"))?;
+        prog.attach(tracepoint).with_context(|| format!("attaching to raw tracepoint {tracepoint}"))?;
+    }
+    Ok(())
+}
+
+fn bracket_status(mechanism: Option<Mechanism>, notes: Vec<String>) -> SiteStatus {
+    SiteStatus {
+        site: super::BRACKET.name,
+        symbol: Some("net:netif_receive_skb..fib:fib_table_lookup".into()),
+        module: None,
+        mechanism,
+        notes,
     }
 }
 
@@ -184,9 +221,15 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
 
     let mut cfg: ProbeConfig = layout::base_config(&vmlinux)?;
     cfg.emit_events = u32::from(req.emit_events);
+    let bracket_only = req.backend == Backend::Bracket;
+    if let Some(f) = req.bracket {
+        cfg.bracket = layout::bracket_config(&vmlinux, f.ifindex, f.netns)?;
+    } else if bracket_only {
+        bail!("the bracket backend needs to know which packets to time (an ingress device)");
+    }
     let mut statuses = Vec::new();
     let mut resolved = Vec::new();
-    for &site in &req.sites {
+    for &site in req.sites.iter().filter(|_| !bracket_only) {
         match resolve(site, &kallsyms, &vmlinux) {
             Ok(r) => {
                 cfg.sites[site.id as usize] = r.layout;
@@ -224,6 +267,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
                     Err(anyhow!("kernel has no kprobes (CONFIG_KPROBES unset)"))
                 }
                 Mechanism::Kprobe => attach_kprobe(&mut ebpf, r.site, &r.symbol),
+                Mechanism::Bracket => Err(anyhow!("the bracket is not a per-function mechanism")),
             };
             match result {
                 Ok(()) => {
@@ -251,6 +295,24 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
         });
     }
 
+    // The tracepoint bracket: asked for, or the fallback of `auto` when no
+    // function could be probed at all.
+    let wants_bracket = bracket_only || (req.backend == Backend::Auto && req.bracket.is_some());
+    if wants_bracket && !statuses.iter().any(SiteStatus::attached) {
+        let why = if bracket_only { "asked for with --backend bracket" } else { "no site could be probed" };
+        let attached = match crate::capabilities::bracket_unavailable_reason() {
+            Some(reason) => Err(anyhow!(reason)),
+            None => attach_bracket(&mut ebpf),
+        };
+        match attached {
+            Ok(()) => statuses.push(bracket_status(Some(Mechanism::Bracket), vec![why.into()])),
+            Err(e) if bracket_only => {
+                bail!("the tracepoint bracket backend cannot attach on kernel {}: {e:#}", kernel.release)
+            }
+            Err(e) => statuses.push(bracket_status(None, vec![format!("bracket: {e:#}")])),
+        }
+    }
+
     if !statuses.iter().any(SiteStatus::attached) {
         let mut msg = format!("no probe site could be attached on kernel {}:", kernel.release);
         for s in &statuses {
@@ -260,8 +322,9 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
         }
         msg.push_str(
             "\npathcost needs fentry (BTF trampolines) or kprobes on the functions it times; \
-             this kernel allows neither for them. Run it on a kernel with CONFIG_KPROBES, \
-             or in the test VM (cargo xtask run)",
+             this kernel allows neither for them. Use the tracepoint bracket backend \
+             (--backend bracket), run on a kernel with CONFIG_KPROBES, or in the test VM \
+             (cargo xtask run)",
         );
         bail!(msg);
     }

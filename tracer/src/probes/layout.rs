@@ -3,7 +3,7 @@
 //! their fields sit. Nothing here knows a kernel version; it asks BTF.
 
 use anyhow::{Context as _, Result};
-use tracer_ebpf::{ProbeConfig, SiteId, SiteLayout, NO_ARG};
+use tracer_ebpf::{BracketConfig, ProbeConfig, SiteId, SiteLayout, NO_ARG};
 
 use crate::capabilities::btf::Btf;
 
@@ -36,6 +36,19 @@ pub fn base_config(vmlinux: &Btf) -> Result<ProbeConfig> {
     cfg.state_net_off = offset(vmlinux, "nf_hook_state", "net")?;
     cfg.net_inum_off = offset(vmlinux, "net", "ns.inum")?;
     Ok(cfg)
+}
+
+/// Offsets the tracepoint bracket reads: the skb's device, its ifindex and
+/// namespace, and the input interface of a route lookup.
+pub fn bracket_config(vmlinux: &Btf, ifindex: u32, netns: u32) -> Result<BracketConfig> {
+    Ok(BracketConfig {
+        skb_dev_off: offset(vmlinux, "sk_buff", "dev")?,
+        dev_ifindex_off: offset(vmlinux, "net_device", "ifindex")?,
+        dev_net_off: offset(vmlinux, "net_device", "nd_net.net")?,
+        flowi4_iif_off: offset(vmlinux, "flowi4", "__fl_common.flowic_iif")?,
+        ifindex,
+        netns,
+    })
 }
 
 /// The layout of one site, given the BTF that describes its function
@@ -76,7 +89,7 @@ pub fn site_layout(id: SiteId, symbol: &str, btf: &Btf) -> Result<SiteLayout> {
         SiteId::IpvsSchedule => {
             l.skb_arg = param(&params, "skb").unwrap_or(NO_ARG);
         }
-        SiteId::IpvsConnInGet | SiteId::Calibration => {}
+        SiteId::IpvsConnInGet | SiteId::Calibration | SiteId::Bracket => {}
     }
     Ok(l)
 }

@@ -91,9 +91,22 @@ pub const CALIBRATION: ProbeSite = ProbeSite {
     program_stem: "calibration",
 };
 
+/// Not a function: the tracepoint bracket around the PREROUTING hooks
+/// (`net:netif_receive_skb` to `fib:fib_table_lookup`), for kernels where
+/// neither fentry nor kprobes work.
+pub const BRACKET: ProbeSite = ProbeSite {
+    id: SiteId::Bracket,
+    name: "prerouting_bracket",
+    symbols: &[],
+    module: None,
+    default: false,
+    program_stem: "bracket",
+};
+
 impl ProbeSite {
+    /// Any site by id, including the calibration target and the bracket.
     pub fn by_id(id: SiteId) -> Option<&'static ProbeSite> {
-        SITES.iter().find(|s| s.id == id)
+        SITES.iter().chain([&CALIBRATION, &BRACKET]).find(|s| s.id == id)
     }
 
     pub fn by_name(name: &str) -> Option<&'static ProbeSite> {
@@ -115,6 +128,9 @@ pub enum Mechanism {
     Fentry,
     /// kprobe + kretprobe: works on any kernel with CONFIG_KPROBES.
     Kprobe,
+    /// Two tracepoints bracketing the PREROUTING hooks: coarser (it times
+    /// the hooks together, plus the IP receive path), but needs neither.
+    Bracket,
 }
 
 impl fmt::Display for Mechanism {
@@ -122,6 +138,7 @@ impl fmt::Display for Mechanism {
         f.write_str(match self {
             Mechanism::Fentry => "fentry",
             Mechanism::Kprobe => "kprobe",
+            Mechanism::Bracket => "bracket",
         })
     }
 }
@@ -130,13 +147,17 @@ impl fmt::Display for Mechanism {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Backend {
-    /// Best that works per site: fentry, then kprobe.
+    /// Best that works per site: fentry, then kprobe; the tracepoint
+    /// bracket where neither works at all.
     #[default]
     Auto,
     /// fentry/fexit only.
     Fentry,
     /// kprobe/kretprobe only.
     Kprobe,
+    /// Only the tracepoint bracket around PREROUTING (net:netif_receive_skb
+    /// to fib:fib_table_lookup): coarser, works without kprobes or fentry.
+    Bracket,
 }
 
 impl Backend {
@@ -145,6 +166,7 @@ impl Backend {
             Backend::Auto => &[Mechanism::Fentry, Mechanism::Kprobe],
             Backend::Fentry => &[Mechanism::Fentry],
             Backend::Kprobe => &[Mechanism::Kprobe],
+            Backend::Bracket => &[],
         }
     }
 }

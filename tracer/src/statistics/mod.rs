@@ -43,7 +43,7 @@ impl SiteKey {
     }
 
     pub fn site_name(&self) -> &'static str {
-        ProbeSite::by_id(self.site).map_or("calibration", |s| s.name)
+        ProbeSite::by_id(self.site).map_or("?", |s| s.name)
     }
 }
 

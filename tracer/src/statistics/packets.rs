@@ -77,7 +77,9 @@ impl Default for PacketTotals {
 
 impl PacketTotals {
     pub fn record(&mut self, call: &Call, corrections: &Corrections) {
-        if call.site != SiteId::NfHookSlow || call.skb == 0 {
+        // A packet's netfilter time: its hook calls, or, with the
+        // tracepoint backend, its PREROUTING bracket.
+        if !matches!(call.site, SiteId::NfHookSlow | SiteId::Bracket) || call.skb == 0 {
             return;
         }
         let Some(hook) = call.hook else { return };

@@ -103,6 +103,7 @@ async fn measure_point(
             explicit: false,
             backend: opts.backend,
             emit_events: true,
+            bracket: Some(topo.bracket_filter()?),
         },
         calibrate: true,
         interval: None,

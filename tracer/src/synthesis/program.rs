@@ -1,7 +1,7 @@
 //! Loads a generated ruleset into the node namespace with the standard
 //! tools, per kube-proxy mode, and times it (the control-plane cost).
 
-use std::{fmt, path::Path, str::FromStr, time::{Duration, Instant}};
+use std::{fmt, str::FromStr, time::{Duration, Instant}};
 
 use anyhow::{Context as _, Result};
 
@@ -12,7 +12,7 @@ use super::{
     nftables,
     topology::NODE_CLIENT_SIDE,
 };
-use crate::netns::NetNs;
+use crate::{capabilities::Kallsyms, netns::NetNs};
 
 /// A kube-proxy data-plane mode as the kernel runs it. iptables mode is
 /// split by backend because legacy and nft run different kernel code
@@ -42,27 +42,37 @@ impl Mode {
     }
 
     /// Why this kernel cannot run the mode, or `None` when it can. Kernel
-    /// modules are never loaded by pathcost (that would change the node);
-    /// a missing one is reported.
+    /// modules are never loaded by pathcost (that would change the node):
+    /// the code must already be in the kernel, built in or loaded, which
+    /// `/proc/kallsyms` shows either way.
     pub fn unavailable_reason(self, scheduler: Scheduler) -> Option<String> {
-        let loaded = |m: &str| Path::new("/sys/module").join(m).exists();
-        match self {
-            Mode::Ipvs if !loaded("ip_vs") => {
-                Some("the ip_vs kernel module is not loaded (modprobe ip_vs to measure IPVS mode)".into())
-            }
-            Mode::Ipvs if !loaded(&scheduler.kernel_module()) => Some(format!(
-                "IPVS scheduler {} needs kernel module {}, which is not loaded",
-                scheduler.as_str(),
-                scheduler.kernel_module()
-            )),
-            Mode::Ipvs if !loaded("ip_set") => {
-                Some("the ip_set kernel module is not loaded (IPVS mode's ipsets need it)".into())
-            }
-            Mode::Nftables | Mode::IptablesNft if !loaded("nf_tables") => {
-                Some("the nf_tables kernel module is not loaded".into())
-            }
-            _ => None,
-        }
+        let needs: Vec<(String, String)> = match self {
+            Mode::IptablesLegacy => vec![("ipt_do_table".into(), "ip_tables".into())],
+            Mode::IptablesNft | Mode::Nftables => vec![("nft_do_chain".into(), "nf_tables".into())],
+            Mode::Ipvs => vec![
+                ("ip_vs_schedule".into(), "ip_vs".into()),
+                (format!("ip_vs_{}_schedule", scheduler.as_str()), scheduler.kernel_module()),
+                ("ip_set_get_byname".into(), "ip_set".into()),
+                ("ipt_do_table".into(), "ip_tables".into()),
+            ],
+        };
+        let names: Vec<&str> = needs.iter().map(|(sym, _)| sym.as_str()).collect();
+        let kallsyms = match Kallsyms::load(&names) {
+            Ok(k) => k,
+            Err(e) => return Some(format!("{e:#}")),
+        };
+        let missing: Vec<&str> = needs
+            .iter()
+            .filter(|(sym, _)| kallsyms.home(sym).is_none())
+            .map(|(_, module)| module.as_str())
+            .collect();
+        (!missing.is_empty()).then(|| {
+            format!(
+                "kernel module {} is neither built in nor loaded (pathcost does not load modules: modprobe {} to measure {self})",
+                missing.join(", "),
+                missing.join(" ")
+            )
+        })
     }
 }
 

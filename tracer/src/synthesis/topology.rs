@@ -42,6 +42,15 @@ pub struct Topology {
 }
 
 impl Topology {
+    /// What the tracepoint bracket should time: packets arriving at the
+    /// node from the client.
+    pub fn bracket_filter(&self) -> Result<crate::probes::attach::BracketFilter> {
+        Ok(crate::probes::attach::BracketFilter {
+            ifindex: self.node.ifindex(NODE_INGRESS_DEV)?,
+            netns: self.node.inode()?,
+        })
+    }
+
     pub fn build() -> Result<Topology> {
         let client = NetNs::new("client")?;
         let node = NetNs::new("node")?;
