@@ -10,8 +10,10 @@ use anyhow::{bail, Context as _, Result};
 
 use crate::cmd;
 
-/// Debian packages: LLVM 22 for bpf-linker, qemu + busybox for the VM, and the
-/// netfilter/IPVS user-space tools that get copied into the VM's initramfs.
+/// Debian packages: LLVM 22 for bpf-linker, qemu + busybox for the VM, the
+/// netfilter/IPVS user-space tools that get copied into the VM's initramfs,
+/// and bpftrace, the independent measurement the bracket backend is checked
+/// against on the host.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libclang-22-dev",
@@ -27,6 +29,7 @@ const APT_PACKAGES: &[&str] = &[
     "iproute2",
     "kmod",
     "conntrack",
+    "bpftrace",
 ];
 
 /// bpf-linker's default feature wants LLVM 23, which Debian does not have; 0.13 with
