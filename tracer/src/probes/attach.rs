@@ -126,31 +126,26 @@ fn attach_fentry(ebpf: &mut Ebpf, r: &Resolved, btf: &aya::Btf) -> Result<()> {
     }
     // Exit first, as for kprobes.
     let exit = program_name("fexit", r.site);
-    let prog: &mut FExit = ebpf
-        .program_mut(&exit)
-        .ok_or_else(|| anyhow!("program {exit} missing from the eBPF object"))?
-        .try_into()?;
+    let prog: &mut FExit = program(ebpf, &exit)?.try_into()?;
     prog.load(&r.symbol, btf).with_context(|| format!("loading fexit for {}", r.symbol))?;
     prog.attach().with_context(|| format!("attaching fexit to {}", r.symbol))?;
     let entry = program_name("fentry", r.site);
-    let prog: &mut FEntry = ebpf
-        .program_mut(&entry)
-        .ok_or_else(|| anyhow!("program {entry} missing from the eBPF object"))?
-        .try_into()?;
+    let prog: &mut FEntry = program(ebpf, &entry)?.try_into()?;
     prog.load(&r.symbol, btf).with_context(|| format!("loading fentry for {}", r.symbol))?;
     prog.attach().with_context(|| format!("attaching fentry to {}", r.symbol))?;
     Ok(())
+}
+
+/// A program of the embedded object, by name.
+fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::Program> {
+    ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
 }
 
 /// Exit first: a call already running when its entry probe arrives would
 /// otherwise leave a frame whose exit never comes.
 fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str) -> Result<()> {
     for prefix in ["kretprobe", "kprobe"] {
-        let name = program_name(prefix, site);
-        let prog: &mut KProbe = ebpf
-            .program_mut(&name)
-            .ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))?
-            .try_into()?;
+        let prog: &mut KProbe = program(ebpf, &program_name(prefix, site))?.try_into()?;
         prog.load().with_context(|| format!("loading {prefix} for {symbol}"))?;
         prog.attach(symbol, 0).with_context(|| format!("attaching {prefix} to {symbol}"))?;
     }
@@ -179,11 +174,8 @@ pub fn attach_calibration(ebpf: &mut Ebpf, mechanism: Mechanism, symbol: &str) -
 /// Attaches the two tracepoint programs of the bracket (close first, so no
 /// bracket opens before something can close it).
 fn attach_bracket(ebpf: &mut Ebpf) -> Result<()> {
-    for (program, tracepoint) in [("bracket_close", "fib_table_lookup"), ("bracket_open", "netif_receive_skb")] {
-        let prog: &mut RawTracePoint = ebpf
-            .program_mut(program)
-            .ok_or_else(|| anyhow!("program {program} missing from the eBPF object"))?
-            .try_into()?;
+    for (name, tracepoint) in [("bracket_close", "fib_table_lookup"), ("bracket_open", "netif_receive_skb")] {
+        let prog: &mut RawTracePoint = program(ebpf, name)?.try_into()?;
         prog.load().with_context(|| format!("loading the {tracepoint} raw tracepoint program"))?;
         prog.attach(tracepoint).with_context(|| format!("attaching to raw tracepoint {tracepoint}"))?;
     }

@@ -13,7 +13,7 @@ use crate::{collection::calibration::Corrections, collection::Call, probes::Prob
 
 /// Histograms keep 3 significant digits up to one minute: more than
 /// enough for nanosecond calls, and bounded in memory.
-fn new_histogram() -> Histogram<u64> {
+pub(crate) fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("static histogram bounds are valid")
 }
 

@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use hdrhistogram::Histogram;
 use tracer_ebpf::SiteId;
 
+use super::new_histogram;
 use crate::collection::{calibration::Corrections, Call};
 
 /// An skb not seen for this long is a finished packet (5 s: generous for
@@ -65,10 +66,8 @@ impl Default for PacketTotals {
     fn default() -> Self {
         PacketTotals {
             open: HashMap::new(),
-            per_packet: Histogram::new_with_bounds(1, 60_000_000_000, 3)
-                .expect("static histogram bounds are valid"),
-            per_packet_corrected: Histogram::new_with_bounds(1, 60_000_000_000, 3)
-                .expect("static histogram bounds are valid"),
+            per_packet: new_histogram(),
+            per_packet_corrected: new_histogram(),
             hooks_per_packet: Histogram::new_with_bounds(1, 64, 2)
                 .expect("static histogram bounds are valid"),
         }

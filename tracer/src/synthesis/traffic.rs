@@ -174,6 +174,25 @@ fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
 #[repr(C, align(8))]
 struct PktinfoCmsg([u8; 64]);
 
+/// A `msghdr` over one address, one buffer and `control_len` bytes of
+/// `control`.
+fn msghdr(
+    addr: &mut libc::sockaddr_in,
+    iov: &mut libc::iovec,
+    control: &mut PktinfoCmsg,
+    control_len: usize,
+) -> libc::msghdr {
+    // SAFETY: all-zero is a valid msghdr; the fields that matter are set.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_name = (addr as *mut libc::sockaddr_in).cast();
+    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+    msg.msg_iov = iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control_len;
+    msg
+}
+
 /// Receives one datagram with the address it was sent to.
 fn recv_with_destination(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddrV4, Ipv4Addr)> {
     use std::os::fd::AsRawFd as _;
@@ -183,13 +202,7 @@ fn recv_with_destination(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, S
         let mut from: libc::sockaddr_in = std::mem::zeroed();
         let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
         let mut control = PktinfoCmsg([0; 64]);
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut from as *mut libc::sockaddr_in).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.0.as_mut_ptr().cast();
-        msg.msg_controllen = control.0.len();
+        let mut msg = msghdr(&mut from, &mut iov, &mut control, 64);
         let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, 0);
         if n < 0 {
             return None;
@@ -220,13 +233,8 @@ fn send_from(socket: &UdpSocket, data: &[u8], source: Ipv4Addr, to: SocketAddrV4
         let mut dst = sockaddr(to);
         let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
         let mut control = PktinfoCmsg([0; 64]);
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = (&mut dst as *mut libc::sockaddr_in).cast();
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.0.as_mut_ptr().cast();
-        msg.msg_controllen = libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+        let space = libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
+        let msg = msghdr(&mut dst, &mut iov, &mut control, space);
         let cmsg = libc::CMSG_FIRSTHDR(&msg);
         (*cmsg).cmsg_level = libc::IPPROTO_IP;
         (*cmsg).cmsg_type = libc::IP_PKTINFO;
