@@ -102,7 +102,13 @@ pub fn program(mode: Mode, cluster: &Cluster, scheduler: Scheduler, node: &NetNs
         Mode::IptablesLegacy | Mode::IptablesNft => {
             let tool = if mode == Mode::IptablesLegacy { "iptables-legacy-restore" } else { "iptables-nft-restore" };
             let text = iptables::restore_input(cluster, &IptablesOptions::default());
-            node.cmd_with_input(tool, &["--noflush"], Some(text))?;
+            // kube-proxy passes --noflush to keep other chains; the node
+            // namespace starts empty, so the result is the same without it.
+            // With it, iptables-nft-restore is superlinear: 4.7 s instead of
+            // 0.6 s for 2,000 services, and over 14 minutes for 10,000 with
+            // two protocols on the build host, which would make large sweeps
+            // impractical. program_ms is therefore a full restore's cost.
+            node.cmd_with_input(tool, &[], Some(text))?;
         }
         Mode::Ipvs => {
             let rules = ipvs::ruleset(cluster, &IpvsOptions { scheduler, ..IpvsOptions::default() });
