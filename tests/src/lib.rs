@@ -112,6 +112,8 @@ fn our_program_names() -> Vec<String> {
             names.push(full.chars().take(15).collect());
         }
     }
+    // The tracepoint bracket's two programs.
+    names.extend(["bracket_open".to_owned(), "bracket_close".to_owned()]);
     names
 }
 

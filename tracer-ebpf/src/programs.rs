@@ -14,8 +14,9 @@ use aya_ebpf::{
     macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
     maps::{PerCpuArray, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
-    EbpfContext as _,
+    EbpfContext,
 };
+use aya_log_ebpf::warn;
 use tracer_ebpf::{
     histogram_index, CallEvent, CallStack, Counter, Frame, OpenBracket, ProbeConfig, SiteHistogram, SiteId,
     COUNTER_COUNT, HIST_BUCKETS, HOOK_SLOTS, HOOK_UNKNOWN, MAX_DEPTH, NAME_LEN, NO_ARG,
@@ -233,7 +234,7 @@ fn attribute<A: Args>(ctx: &A, site: usize) -> Attribution {
 }
 
 #[inline(always)]
-fn on_entry<A: Args>(ctx: &A, site: SiteId) -> u32 {
+fn on_entry<A: Args + EbpfContext>(ctx: &A, site: SiteId) -> u32 {
     let Some(stack) = CALL_STACK.get_ptr_mut(0) else {
         return 0;
     };
@@ -241,6 +242,9 @@ fn on_entry<A: Args>(ctx: &A, site: SiteId) -> u32 {
     let depth = stack.depth as usize;
     if depth >= MAX_DEPTH {
         count(Counter::DepthOverflows);
+        // Rare and worth a line with the details: which site nested too
+        // deep. Sent through aya-log's own ring, never the events ring.
+        warn!(ctx, "call stack full ({} frames): site {} not timed", MAX_DEPTH, site as u32);
         return 0;
     }
     let site_idx = site as usize;
@@ -327,7 +331,7 @@ fn log2(mut v: u64) -> usize {
 /// `skb` is the packet seen by the exit program, when it can see one
 /// (fexit); 0 when it cannot (kretprobe), then only the site id is checked.
 #[inline(always)]
-fn on_exit(site: SiteId, skb: u64, ret: i64) -> u32 {
+fn on_exit<C: EbpfContext>(ctx: &C, site: SiteId, skb: u64, ret: i64) -> u32 {
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(stack) = CALL_STACK.get_ptr_mut(0) else {
         return 0;
@@ -361,6 +365,7 @@ fn on_exit(site: SiteId, skb: u64, ret: i64) -> u32 {
     let orphans = (depth - 1 - found) as u64;
     if orphans > 0 {
         count_n(Counter::OrphanedFrames, orphans);
+        warn!(ctx, "site {} exit: dropped {} open frames whose exits never came", site as u32, orphans);
     }
     stack.depth = found as u32;
     let frame = *frame_at(&mut stack.frames, found);
@@ -518,7 +523,7 @@ macro_rules! site_programs {
 
         #[kretprobe]
         pub fn $krp(ctx: RetProbeContext) -> u32 {
-            on_exit($site, 0, ctx.ret::<i64>())
+            on_exit(&ctx, $site, 0, ctx.ret::<i64>())
         }
 
         #[fentry]
@@ -531,7 +536,7 @@ macro_rules! site_programs {
             let layout = &config().sites[$site as usize];
             let skb = if layout.skb_arg != NO_ARG { ctx.arg_at(layout.skb_arg) } else { 0 };
             let ret = ctx.ret::<i64>().unwrap_or(0);
-            on_exit($site, skb, ret)
+            on_exit(&ctx, $site, skb, ret)
         }
     };
 }

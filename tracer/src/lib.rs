@@ -4,13 +4,19 @@
 //! The modules follow the pipeline: what the kernel can do
 //! ([`capabilities`]) -> attaching probes ([`probes`]) -> reading their events
 //! ([`collection`]) -> statistics ([`statistics`]) -> output ([`report`]).
-//! Beside it: [`synthesis`] builds kube-proxy-shaped clusters in private
-//! network namespaces ([`netns`]); [`trace`] runs a measuring session and
-//! [`sweep`] measures cost against the number of services per mode.
+//! [`analysis`] turns sweep results into fits, crossovers and advice.
+//! Beside it: [`detection`] reads what the node runs; [`synthesis`] builds
+//! kube-proxy-shaped clusters in private network namespaces ([`netns`]);
+//! [`trace`] runs a measuring session, [`sweep`] measures cost against the
+//! number of services per mode, [`bench`] measures pathcost itself, and
+//! [`metrics`] exposes a live session to Prometheus.
 
+pub mod analysis;
 pub mod bench;
 pub mod capabilities;
 pub mod collection;
+pub mod detection;
+pub mod metrics;
 pub mod netns;
 pub mod probes;
 pub mod report;

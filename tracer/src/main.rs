@@ -24,8 +24,12 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    Detect(cli::detect::Args),
     Trace(cli::trace::Args),
+    Serve(cli::serve::Args),
     Sweep(cli::sweep::Args),
+    Report(cli::report::Args),
+    Advise(cli::advise::Args),
     Selftest(cli::selftest::Args),
     Bench(cli::bench::Args),
 }
@@ -34,8 +38,12 @@ enum Command {
 async fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     let result = match Cli::parse().command {
+        Command::Detect(args) => cli::detect::run(args).await,
         Command::Trace(args) => cli::trace::run(args).await,
+        Command::Serve(args) => cli::serve::run(args).await,
         Command::Sweep(args) => cli::sweep::run(args).await,
+        Command::Report(args) => cli::report::run(args).await,
+        Command::Advise(args) => cli::advise::run(args).await,
         Command::Selftest(args) => cli::selftest::run(args).await,
         Command::Bench(args) => cli::bench::run(args).await,
     };

@@ -7,7 +7,7 @@ use anyhow::Result;
 use tracer_ebpf::SiteId;
 
 use crate::{
-    collection::{calibration, Call, EventStream, KernelMaps},
+    collection::{self, calibration, Call, EventStream, KernelMaps},
     probes::{
         attach::{attach, AttachRequest, SiteStatus},
         Mechanism, ProbeSite,
@@ -120,7 +120,10 @@ impl Session {
         loop {
             let (stats, packets, filter) = (&mut self.stats, &mut self.packets, &mut self.filter);
             tokio::select! {
-                batch = self.events.next_batch(|c| filter.record(stats, packets, c)) => { batch?; }
+                batch = self.events.next_batch(|c| filter.record(stats, packets, c)) => {
+                    batch?;
+                    self.probes.flush_log();
+                }
                 _ = ticker.tick(), if interval.is_some() => live(&self.snapshot()?),
                 () = &mut stop => break,
             }
@@ -132,11 +135,13 @@ impl Session {
     pub fn drain(&mut self) {
         let (stats, packets, filter) = (&mut self.stats, &mut self.packets, &mut self.filter);
         self.events.drain(|c| filter.record(stats, packets, c));
+        self.probes.flush_log();
     }
 
     fn snapshot(&self) -> Result<TraceReport> {
         let mut losses = self.maps.losses()?;
         losses.undecodable_events = self.events.undecodable;
+        losses.bpf_recursion_misses = collection::recursion_misses(&self.probes.ebpf);
         Ok(TraceReport::build(
             self.probes.kernel.release.clone(),
             self.started.elapsed().as_secs_f64(),

@@ -2,8 +2,12 @@
 //! flags (defined once, so help and validation come from one place) and the
 //! function that runs it; helpers shared by several live here.
 
+pub mod advise;
 pub mod bench;
+pub mod detect;
+pub mod report;
 pub mod selftest;
+pub mod serve;
 pub mod sweep;
 pub mod trace;
 

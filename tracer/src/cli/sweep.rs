@@ -66,6 +66,10 @@ pub struct Args {
     output: PathBuf,
     #[arg(long, value_enum, default_value_t = Format::Table)]
     format: Format,
+    /// Also write FORMAT (table, md, csv, json, svg) to PATH ("-" is
+    /// stdout); repeatable, e.g. --export md=report.md --export svg=cost.svg.
+    #[arg(long, value_name = "FORMAT=PATH")]
+    export: Vec<tracer::report::export::ExportTarget>,
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
@@ -100,5 +104,6 @@ pub async fn run(args: Args) -> Result<()> {
     };
     write_output(&text, None)?;
     eprintln!("sweep: results in {}", args.output.join("results.json").display());
+    super::report::export_sweep(&results, &args.export)?;
     Ok(())
 }

@@ -55,6 +55,10 @@ pub struct Args {
     /// up in pathcost's own namespace); default: every device but lo.
     #[arg(long)]
     device: Option<String>,
+    /// Also write FORMAT (table, md, csv, json) to PATH ("-" is
+    /// stdout); repeatable, e.g. --export md=trace.md --export csv=calls.csv.
+    #[arg(long, value_name = "FORMAT=PATH")]
+    export: Vec<tracer::report::export::ExportTarget>,
 }
 
 /// Interface index of `dev` in pathcost's own network namespace.
@@ -106,6 +110,7 @@ pub async fn run(args: Args) -> Result<()> {
     let (report, _) = session.finish()?;
     write_output(&report::render(&report, args.format)?, args.output.as_deref())?;
     warn_about_losses(&report);
+    super::report::export_trace(&report, &args.export)?;
     Ok(())
 }
 

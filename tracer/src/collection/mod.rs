@@ -33,18 +33,11 @@ pub struct Losses {
     pub brackets_closed: u64,
     #[serde(default)]
     pub brackets_unclosed: u64,
-}
-
-impl Losses {
-    pub fn any(&self) -> bool {
-        self.unmatched_exits
-            + self.depth_overflows
-            + self.orphaned_frames
-            + self.ring_reserve_failures
-            + self.negative_durations
-            + self.undecodable_events
-            > 0
-    }
+    /// Runs of our programs the kernel skipped because another BPF program
+    /// was already running on that CPU (`recursion_misses` in
+    /// `bpf_prog_info`, kernels 5.12+; 0 where not exposed).
+    #[serde(default)]
+    pub bpf_recursion_misses: u64,
 }
 
 /// One site's in-kernel histogram for one hook, summed over CPUs.
@@ -59,6 +52,37 @@ pub struct KernelHistogram {
     pub max_ns: u64,
     /// `buckets[i]` counts calls of `[2^i, 2^(i+1))` ns.
     pub buckets: Vec<u64>,
+}
+
+/// Sum of `recursion_misses` over every loaded program of `ebpf`. aya 0.14
+/// does not expose the field, so the kernel is asked directly.
+pub fn recursion_misses(ebpf: &aya::Ebpf) -> u64 {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+
+    use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_prog_info};
+    let mut total = 0;
+    for (_, program) in ebpf.programs() {
+        let Ok(fd) = program.fd() else { continue };
+        // SAFETY: zeroed bpf_attr/bpf_prog_info are valid; the kernel
+        // writes at most info_len bytes into info.
+        unsafe {
+            let mut info: bpf_prog_info = std::mem::zeroed();
+            let mut attr: bpf_attr = std::mem::zeroed();
+            attr.info.bpf_fd = fd.as_fd().as_raw_fd() as u32;
+            attr.info.info_len = std::mem::size_of::<bpf_prog_info>() as u32;
+            attr.info.info = (&mut info as *mut bpf_prog_info) as u64;
+            let rc = libc::syscall(
+                libc::SYS_bpf,
+                bpf_cmd::BPF_OBJ_GET_INFO_BY_FD as libc::c_int,
+                &mut attr as *mut bpf_attr,
+                std::mem::size_of::<bpf_attr>() as u32,
+            );
+            if rc == 0 {
+                total += info.recursion_misses;
+            }
+        }
+    }
+    total
 }
 
 /// Read-only handles on the programs' maps.
@@ -93,6 +117,8 @@ impl KernelMaps {
             brackets_opened: sums[Counter::BracketsOpened as usize],
             brackets_closed: sums[Counter::BracketsClosed as usize],
             brackets_unclosed: sums[Counter::BracketsUnclosed as usize],
+            // Filled by the session, which owns the programs.
+            bpf_recursion_misses: 0,
         })
     }
 

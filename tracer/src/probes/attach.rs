@@ -60,6 +60,15 @@ pub struct SiteStatus {
     pub notes: Vec<String>,
 }
 
+impl AttachedProbes {
+    /// Forwards what the programs logged since the last call.
+    pub fn flush_log(&mut self) {
+        if let Some(log) = &mut self.log {
+            log.flush();
+        }
+    }
+}
+
 impl SiteStatus {
     pub fn attached(&self) -> bool {
         self.mechanism.is_some()
@@ -69,6 +78,9 @@ impl SiteStatus {
 /// Loaded programs and their attachments. Dropping it detaches everything.
 pub struct AttachedProbes {
     pub ebpf: Ebpf,
+    /// Rare diagnostics the programs log (a full call stack, frames whose
+    /// exit never came), forwarded to the `log` crate; see `flush_log`.
+    pub log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub sites: Vec<SiteStatus>,
     pub kernel: KernelFeatures,
 }
@@ -245,6 +257,13 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
         .load(EBPF_OBJECT)
         .context("failed to load pathcost's eBPF object")?;
     let aya_btf = aya::Btf::from_sys_fs().ok();
+    let log = match aya_log::EbpfLogger::init(&mut ebpf) {
+        Ok(logger) => Some(logger),
+        Err(e) => {
+            log::warn!("probe diagnostics unavailable (aya-log: {e}); loss counters are still kept");
+            None
+        }
+    };
 
     for r in resolved {
         let mut notes = Vec::new();
@@ -321,5 +340,5 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
         bail!(msg);
     }
     statuses.sort_by_key(|s| ProbeSite::by_name(s.site).map(|p| p.id));
-    Ok(AttachedProbes { ebpf, sites: statuses, kernel })
+    Ok(AttachedProbes { ebpf, log, sites: statuses, kernel })
 }

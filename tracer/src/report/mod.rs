@@ -1,6 +1,7 @@
 //! The trace report: one serialisable struct (values in ns, formatted only
 //! on output) rendered as a terminal table or JSON.
 
+pub mod export;
 pub mod table;
 
 pub use table::sweep_table;
@@ -26,6 +27,10 @@ pub struct SiteRow {
     pub table: String,
     /// nf_tables chain; empty otherwise.
     pub chain: String,
+    /// IPVS input hook verdict (STOLEN: IPVS took the packet; ACCEPT: not
+    /// IPVS traffic); empty for other sites.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub verdict: String,
     /// Inclusive time, raw.
     #[serde(flatten)]
     pub inclusive: Summary,
@@ -84,6 +89,7 @@ impl TraceReport {
                 hook: key.hook.map_or("-", hook_name),
                 table: key.table.clone(),
                 chain: key.chain.clone(),
+                verdict: key.verdict.to_owned(),
                 inclusive: Summary::of(&d.inclusive),
                 exclusive: Summary::of(&d.exclusive),
                 inclusive_corrected: Summary::of(&d.inclusive_corrected),

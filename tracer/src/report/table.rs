@@ -50,10 +50,10 @@ pub fn render(r: &TraceReport) -> String {
         .rows
         .iter()
         .map(|row| {
-            let name = if row.chain.is_empty() {
-                row.table.clone()
-            } else {
-                format!("{}/{}", row.table, row.chain)
+            let name = match (row.chain.is_empty(), row.verdict.is_empty()) {
+                (_, false) => format!("verdict {}", row.verdict),
+                (true, true) => row.table.clone(),
+                (false, true) => format!("{}/{}", row.table, row.chain),
             };
             vec![
                 row.site.to_owned(),
@@ -109,16 +109,24 @@ pub fn render(r: &TraceReport) -> String {
     let l = &r.losses;
     let _ = writeln!(
         out,
-        "losses: unmatched exits {}, depth overflows {}, orphaned frames {}, ring reserve failures {}, negative durations {}, undecodable events {} (entries {}, matched {})",
+        "losses: unmatched exits {}, depth overflows {}, orphaned frames {}, ring reserve failures {}, negative durations {}, undecodable events {}, BPF recursion misses {} (entries {}, matched {})",
         l.unmatched_exits,
         l.depth_overflows,
         l.orphaned_frames,
         l.ring_reserve_failures,
         l.negative_durations,
         l.undecodable_events,
+        l.bpf_recursion_misses,
         l.entries,
         l.matched
     );
+    if l.brackets_opened > 0 {
+        let _ = writeln!(
+            out,
+            "brackets: opened {}, closed {}, never closed {}",
+            l.brackets_opened, l.brackets_closed, l.brackets_unclosed
+        );
+    }
     out
 }
 

@@ -26,6 +26,23 @@ pub struct SiteKey {
     pub table: String,
     /// nf_tables chain name; empty for iptables and other sites.
     pub chain: String,
+    /// The IPVS input hook's netfilter verdict: STOLEN when IPVS took the
+    /// packet (and transmitted it from inside the hook), ACCEPT when it let
+    /// it pass. Empty for other sites.
+    pub verdict: &'static str,
+}
+
+/// Name of a netfilter verdict (`NF_DROP` = 0 ... `NF_STOP` = 5).
+pub fn verdict_name(ret: i32) -> &'static str {
+    match ret {
+        0 => "DROP",
+        1 => "ACCEPT",
+        2 => "STOLEN",
+        3 => "QUEUE",
+        4 => "REPEAT",
+        5 => "STOP",
+        _ => "OTHER",
+    }
 }
 
 impl SiteKey {
@@ -37,8 +54,22 @@ impl SiteKey {
                 hook: call.hook,
                 table: call.table.clone(),
                 chain: call.name.clone(),
+                verdict: "",
             },
-            _ => SiteKey { site: call.site, hook: call.hook, table: call.name.clone(), chain: String::new() },
+            SiteId::IpvsIn => SiteKey {
+                site: call.site,
+                hook: call.hook,
+                table: String::new(),
+                chain: String::new(),
+                verdict: verdict_name(call.ret),
+            },
+            _ => SiteKey {
+                site: call.site,
+                hook: call.hook,
+                table: call.name.clone(),
+                chain: String::new(),
+                verdict: "",
+            },
         }
     }
 
@@ -159,7 +190,7 @@ mod tests {
         s.record(&call(SiteId::Calibration, 5, "", "", 7, 7));
         assert_eq!(s.rows.len(), 3);
         assert_eq!(s.calls, 4);
-        let key = SiteKey { site: SiteId::IptDoTable, hook: Some(0), table: "nat".into(), chain: String::new() };
+        let key = SiteKey { site: SiteId::IptDoTable, hook: Some(0), table: "nat".into(), chain: String::new(), verdict: "" };
         let sum = Summary::of(&s.rows[&key].inclusive);
         assert_eq!(sum.count, 2);
         assert!((sum.mean_ns - 2000.0).abs() < 5.0, "{}", sum.mean_ns);
@@ -169,6 +200,7 @@ mod tests {
             hook: Some(0),
             table: "kube-proxy".into(),
             chain: "nat-prerouting".into(),
+            verdict: "",
         };
         assert!(s.rows.contains_key(&nft));
     }

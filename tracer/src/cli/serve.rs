@@ -1,0 +1,128 @@
+//! `pathcost serve`: keep the probes attached and expose what they measure
+//! as Prometheus metrics.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context as _, Result};
+use tracer::{
+    detection::{proxy_mode, CollectOptions},
+    metrics::live::{self, ServeOptions},
+    probes::{
+        attach::{AttachRequest, BracketFilter},
+        Backend, SiteList, SITES,
+    },
+    trace::stop_signal,
+};
+
+use super::parse_duration;
+
+/// Keep the probes attached and serve Prometheus metrics.
+///
+/// Answers GET /metrics (Prometheus text, or OpenMetrics when the scraper
+/// asks for it) and /healthz on --listen. Exports per-call histograms by
+/// probe site, netfilter hook and table/chain (raw and corrected for the
+/// probes' own cost), the kernel's own histograms, per-packet netfilter
+/// time, every loss counter, the probes' own cost, and what `pathcost
+/// detect` finds about the node (kube-proxy mode, iptables backend,
+/// service and endpoint counts), refreshed every --refresh. Runs until
+/// SIGTERM or Ctrl-C, then stops serving and detaches everything. Changes
+/// nothing on the node.
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// Address and port to serve metrics on (0.0.0.0:9470 for every
+    /// interface, as the DaemonSet does).
+    #[arg(long, default_value = "127.0.0.1:9470")]
+    listen: SocketAddr,
+    /// Probe sites, comma-separated (nf_hook_slow, ipt_do_table,
+    /// nft_do_chain, ip_vs_in, ip_vs_schedule, ip_vs_conn_in_get).
+    /// Default: all but ip_vs_conn_in_get, skipping those whose module
+    /// is not loaded. Named sites must all be available.
+    #[arg(long)]
+    sites: Option<SiteList>,
+    /// Probe mechanism: best available per site, or only one kind.
+    #[arg(long, value_enum, default_value_t = Backend::Auto)]
+    backend: Backend,
+    /// Skip measuring the probes' own cost at start-up.
+    #[arg(long)]
+    no_calibrate: bool,
+    /// Keep only packets of this network namespace, given as a path
+    /// (/proc/1/ns/net is the host's, /run/netns/NAME a named one).
+    #[arg(long)]
+    netns: Option<PathBuf>,
+    /// Ingress device whose packets the tracepoint bracket times (looked
+    /// up in pathcost's own namespace); default: every device but lo.
+    #[arg(long)]
+    device: Option<String>,
+    /// How often to re-read kube-proxy's mode, backend and service counts
+    /// (e.g. 60s, 5m); 0 reads them once at start-up.
+    #[arg(long, value_parser = parse_duration, default_value = "60s")]
+    refresh: Duration,
+    /// kube-proxy's metrics address to ask for /proxyMode ("none" skips
+    /// asking).
+    #[arg(long, default_value = proxy_mode::DEFAULT_METRICS_ADDRESS, value_parser = parse_kube_proxy_address)]
+    kube_proxy_address: KubeProxyAddress,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct KubeProxyAddress(Option<SocketAddr>);
+
+fn parse_kube_proxy_address(s: &str) -> Result<KubeProxyAddress, String> {
+    if s == "none" {
+        return Ok(KubeProxyAddress(None));
+    }
+    s.parse().map(|a| KubeProxyAddress(Some(a))).map_err(|_| {
+        format!("'{s}' is not an address such as 127.0.0.1:10249 or [::1]:10249 (or 'none')")
+    })
+}
+
+// The two look-ups below are the same as `trace`'s.
+
+/// Interface index of `dev` in pathcost's own network namespace.
+fn ifindex(dev: &str) -> Result<u32> {
+    let path = format!("/sys/class/net/{dev}/ifindex");
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("no network device {dev} ({path})"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("unreadable {path}"))
+}
+
+/// Inode of a network namespace file, which is what the probes record.
+fn netns_inode(path: &std::path::Path) -> Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot open network namespace {}", path.display()))?;
+    u32::try_from(meta.ino()).with_context(|| format!("{} is not a namespace file", path.display()))
+}
+
+pub async fn run(args: Args) -> Result<()> {
+    let explicit = args.sites.is_some();
+    let sites = args.sites.map_or_else(|| SITES.iter().filter(|s| s.default).collect(), |l| l.0);
+    let netns = args.netns.as_deref().map(netns_inode).transpose()?;
+    let bracket = BracketFilter {
+        ifindex: args.device.as_deref().map(ifindex).transpose()?.unwrap_or(0),
+        netns: netns.unwrap_or(0),
+    };
+    let options = ServeOptions {
+        request: AttachRequest { sites, explicit, backend: args.backend, emit_events: true, bracket: Some(bracket) },
+        calibrate: !args.no_calibrate,
+        netns,
+        refresh: (!args.refresh.is_zero()).then_some(args.refresh),
+        detection: CollectOptions { metrics_address: args.kube_proxy_address.0, ..CollectOptions::default() },
+    };
+    let listener = live::bind(args.listen).await?;
+    let address = listener.local_addr().unwrap_or(args.listen);
+    let summary = live::serve(listener, options, stop_signal(None), |sites| {
+        for s in sites {
+            eprintln!(
+                "pathcost: {} -> {}",
+                s.site,
+                s.mechanism.map_or_else(|| s.notes.join("; "), |m| m.to_string())
+            );
+        }
+        eprintln!("pathcost: serving metrics on http://{address}/metrics");
+    })
+    .await?;
+    eprintln!("pathcost: stopped after {} events; every probe is detached", summary.events);
+    Ok(())
+}

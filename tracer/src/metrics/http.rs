@@ -1,0 +1,182 @@
+//! The smallest HTTP/1.1 server Prometheus needs: `GET /metrics` (the
+//! exposition, in the format the `Accept` header asks for), `GET /healthz`
+//! and a one-line index at `/`; 404 elsewhere, 405 for other methods. One
+//! request per connection, bounded in size and time, so a slow or hostile
+//! client costs a task and nothing else.
+
+use std::{sync::Arc, time::Duration};
+
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::watch,
+};
+
+use super::{CostMetrics, Exposition};
+
+/// Longest request head accepted; scrapers send a few hundred bytes.
+const MAX_REQUEST: usize = 16 * 1024;
+/// A connection that has not sent its request and read the answer by then
+/// is dropped.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What a request asked for, from its head.
+#[derive(Debug, PartialEq, Eq)]
+struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    accept: Option<&'a str>,
+}
+
+fn parse_request(head: &str) -> Option<Request<'_>> {
+    let mut lines = head.split("\r\n");
+    let mut first = lines.next()?.split(' ');
+    let (method, target, version) = (first.next()?, first.next()?, first.next()?);
+    if !version.starts_with("HTTP/1.") || first.next().is_some() {
+        return None;
+    }
+    let path = target.split('?').next().unwrap_or(target);
+    let accept = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(name, _)| name.trim().eq_ignore_ascii_case("accept"))
+        .map(|(_, value)| value.trim());
+    Some(Request { method, path, accept })
+}
+
+/// An answer; `allow` adds the `Allow` header of a 405.
+struct Response {
+    status: &'static str,
+    content_type: &'static str,
+    body: String,
+    allow: bool,
+}
+
+impl Response {
+    fn text(status: &'static str, body: &str) -> Response {
+        Response { status, content_type: "text/plain; charset=utf-8", body: body.to_owned(), allow: false }
+    }
+}
+
+fn respond(request: Option<Request>, metrics: &CostMetrics) -> (Response, bool) {
+    let Some(req) = request else {
+        return (Response::text("400 Bad Request", "bad request\n"), false);
+    };
+    let head_only = req.method == "HEAD";
+    if req.method != "GET" && !head_only {
+        let mut r = Response::text("405 Method Not Allowed", "only GET and HEAD\n");
+        r.allow = true;
+        return (r, false);
+    }
+    let response = match req.path {
+        "/metrics" => {
+            let format = Exposition::negotiate(req.accept);
+            Response { status: "200 OK", content_type: format.content_type(), body: metrics.encode(format), allow: false }
+        }
+        "/healthz" => Response::text("200 OK", "ok\n"),
+        "/" => Response::text("200 OK", "pathcost: metrics at /metrics, health at /healthz\n"),
+        _ => Response::text("404 Not Found", "not found: try /metrics\n"),
+    };
+    (response, head_only)
+}
+
+/// Reads until the end of the request head (or a limit); `None` when the
+/// client closed early or sent too much.
+async fn read_head(stream: &TcpStream) -> std::io::Result<Option<String>> {
+    let mut buf = vec![0u8; MAX_REQUEST];
+    let mut len = 0;
+    loop {
+        stream.readable().await?;
+        match stream.try_read(&mut buf[len..]) {
+            Ok(0) => return Ok(None),
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+        if let Some(end) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
+            return Ok(Some(String::from_utf8_lossy(&buf[..end]).into_owned()));
+        }
+        if len == buf.len() {
+            return Ok(None);
+        }
+    }
+}
+
+async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
+    while !bytes.is_empty() {
+        stream.writable().await?;
+        match stream.try_write(bytes) {
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+async fn handle(stream: TcpStream, metrics: Arc<CostMetrics>) -> std::io::Result<()> {
+    let head = read_head(&stream).await?;
+    let (response, head_only) = respond(head.as_deref().and_then(parse_request), &metrics);
+    let mut out = format!(
+        "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
+        response.status,
+        response.content_type,
+        response.body.len()
+    );
+    if response.allow {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    out.push_str("\r\n");
+    if !head_only {
+        out.push_str(&response.body);
+    }
+    write_all(&stream, out.as_bytes()).await
+}
+
+/// Answers scrapes on `listener` until `shutdown` turns true (or its
+/// sender is dropped).
+pub async fn serve(listener: TcpListener, metrics: Arc<CostMetrics>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let metrics = Arc::clone(&metrics);
+                    tokio::spawn(async move {
+                        match tokio::time::timeout(CONNECTION_TIMEOUT, handle(stream, metrics)).await {
+                            Ok(Err(e)) => log::debug!("metrics connection: {e}"),
+                            Err(_) => log::debug!("metrics connection timed out"),
+                            Ok(Ok(())) => {}
+                        }
+                    });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: pause rather
+                    // than spin, and keep serving.
+                    log::warn!("accepting a metrics connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_heads_parse_method_path_and_accept() {
+        let r = parse_request("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nACCEPT: application/openmetrics-text;version=1.0.0").unwrap();
+        assert_eq!(r, Request { method: "GET", path: "/metrics", accept: Some("application/openmetrics-text;version=1.0.0") });
+        assert_eq!(Exposition::negotiate(r.accept), Exposition::OpenMetrics);
+        let r = parse_request("HEAD /healthz HTTP/1.0").unwrap();
+        assert_eq!((r.method, r.path, r.accept), ("HEAD", "/healthz", None));
+        assert_eq!(Exposition::negotiate(r.accept), Exposition::Prometheus);
+        assert!(parse_request("GET /metrics").is_none());
+        assert!(parse_request("GET / SPDY/3").is_none());
+        assert!(parse_request("").is_none());
+    }
+}

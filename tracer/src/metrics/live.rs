@@ -1,0 +1,143 @@
+//! `pathcost serve` from start to end: attach and calibrate the probes,
+//! feed every call into the metrics, answer scrapes, refresh the node
+//! detection, and on shutdown stop serving and detach everything.
+//!
+//! Attaching and calibrating follow [`crate::trace::Session::start`] step
+//! by step; the difference is that every call is handed to the metrics as
+//! it arrives (a Session keeps calls in its own statistics).
+
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::{Context as _, Result};
+use tokio::{net::TcpListener, sync::watch};
+use tracer_ebpf::SiteId;
+
+use super::{http, node, CostMetrics, ProbeRun};
+use crate::{
+    collection::{calibration, EventStream, KernelMaps},
+    detection::CollectOptions,
+    probes::{
+        attach::{attach, AttachRequest, AttachedProbes, SiteStatus},
+        Mechanism, ProbeSite,
+    },
+};
+
+/// What `serve` attaches, and how it describes the node.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    pub request: AttachRequest,
+    /// Measure the probes' own cost at start-up.
+    pub calibrate: bool,
+    /// Keep only calls in this network namespace (inode); `None`: all.
+    pub netns: Option<u32>,
+    /// Re-run node detection this often; `None`: once at start-up.
+    pub refresh: Option<Duration>,
+    pub detection: CollectOptions,
+}
+
+/// Attached, calibrated probes with their event stream.
+struct LiveProbes {
+    probes: AttachedProbes,
+    maps: KernelMaps,
+    events: EventStream,
+    corrections: calibration::Corrections,
+}
+
+impl LiveProbes {
+    fn start(opts: &ServeOptions) -> Result<LiveProbes> {
+        let mut probes = attach(&opts.request)?;
+        let maps = KernelMaps::take(&mut probes.ebpf)?;
+        let events = EventStream::take(&mut probes.ebpf)?;
+        let attached: Vec<(SiteId, Mechanism)> = probes
+            .sites
+            .iter()
+            .filter_map(|s| Some((ProbeSite::by_name(s.site)?.id, s.mechanism?)))
+            .collect();
+        let mut costs = Vec::new();
+        if opts.calibrate {
+            for m in [Mechanism::Fentry, Mechanism::Kprobe] {
+                if attached.iter().any(|&(_, used)| used == m) {
+                    costs.push(calibration::calibrate(&mut probes.ebpf, &maps, m)?);
+                }
+            }
+        }
+        let corrections = calibration::Corrections::new(costs, &attached);
+        Ok(LiveProbes { probes, maps, events, corrections })
+    }
+}
+
+/// What a finished `serve` did, for its last words.
+#[derive(Clone, Debug)]
+pub struct ServeSummary {
+    /// Ring-buffer records read (calibration and other namespaces' calls
+    /// included).
+    pub events: u64,
+    pub sites: Vec<SiteStatus>,
+}
+
+/// Binds `addr` first, so a taken port fails before anything is loaded.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr).await.with_context(|| format!("failed to listen on {addr}"))
+}
+
+/// Serves metrics on `listener` until `stop` completes, then detaches.
+/// `on_attached` sees the site outcomes once the probes are live.
+pub async fn serve(
+    listener: TcpListener,
+    opts: ServeOptions,
+    stop: impl Future<Output = ()>,
+    on_attached: impl FnOnce(&[SiteStatus]),
+) -> Result<ServeSummary> {
+    let node = Arc::new(node::NodeSlot::default());
+    // Detection runs beside attaching; its first answer usually lands
+    // before the first scrape.
+    let refresher = node::Refresher::spawn(Arc::clone(&node), opts.detection.clone(), opts.refresh)
+        .context("failed to start the node detection thread")?;
+    // Attaching (and calibrating, a second or more under emulation) runs
+    // on a blocking thread so that a SIGTERM meanwhile is already heard;
+    // what it attached is then dropped, detaching it, as soon as it is done.
+    let attaching = {
+        let opts = opts.clone();
+        tokio::task::spawn_blocking(move || LiveProbes::start(&opts))
+    };
+    tokio::pin!(stop);
+    let live = tokio::select! {
+        started = attaching => started.context("the attaching thread failed")??,
+        () = &mut stop => return Ok(ServeSummary { events: 0, sites: Vec::new() }),
+    };
+    let LiveProbes { probes, maps, mut events, corrections } = live;
+    let sites = probes.sites.clone();
+    on_attached(&sites);
+    let run = ProbeRun { kernel: probes.kernel.release.clone(), sites: sites.clone(), corrections, netns: opts.netns };
+    let metrics = Arc::new(CostMetrics::new(run, Box::new(maps), node));
+
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&metrics), shutdown_rx));
+
+    let mut received = 0u64;
+    let collected: Result<()> = loop {
+        tokio::select! {
+            batch = events.next_batch(|call| {
+                received += 1;
+                metrics.record(&call);
+            }) => {
+                if let Err(e) = batch {
+                    break Err(e.context("reading the probes' ring buffer"));
+                }
+                metrics.set_undecodable(events.undecodable);
+            }
+            () = &mut stop => break Ok(()),
+        }
+    };
+
+    // Stop answering before the probes go, so no scrape sees a half-torn
+    // state; then detach everything (dropping the programs' links and
+    // perf events) and stop refreshing.
+    let _ = shutdown.send(true);
+    let _ = server.await;
+    drop(events);
+    drop(probes);
+    drop(refresher);
+    collected?;
+    Ok(ServeSummary { events: received, sites })
+}

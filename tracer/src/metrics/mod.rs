@@ -1,0 +1,268 @@
+//! `pathcost serve`'s Prometheus metrics.
+//!
+//! Per-call histograms are fed from the probes' events as they arrive
+//! ([`CostMetrics::record`]). What the kernel keeps itself (its log2
+//! histograms and the loss counters), the per-packet totals, the probes'
+//! own cost and what `detect` last found are read when Prometheus scrapes
+//! (`scrape`), so every scrape shows the counters as they are.
+//!
+//! [`live`] runs it all (attach, collect, refresh, shut down); [`http`]
+//! answers scrapes; [`node`] turns a detection into labels and counts.
+//! Every metric is named and explained in the README ("Running on a node").
+
+pub mod http;
+pub mod live;
+pub mod node;
+mod scrape;
+
+use std::{
+    collections::HashMap,
+    sync::{atomic::AtomicU64, Arc, Mutex, PoisonError},
+};
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{family::Family, histogram::Histogram},
+    registry::{Registry, Unit},
+};
+use tracer_ebpf::{SiteId, SITE_COUNT};
+
+use crate::{
+    collection::{calibration::Corrections, Call, KernelHistogram, KernelMaps, Losses},
+    probes::{attach::SiteStatus, hook_name, Mechanism, ProbeSite, BRACKET},
+    statistics::{packets::PacketTotals, SiteKey},
+};
+
+/// Upper bounds of the per-call and per-packet histograms, in ns: 100 ns
+/// doubling to about 52 ms (then `+Inf`), which covers a fentry-timed
+/// conntrack lookup on hardware and a 10,000-service iptables walk under
+/// emulation alike.
+pub const BUCKET_BOUNDS_NS: [u64; 20] = {
+    let mut bounds = [0; 20];
+    let mut i = 0;
+    while i < bounds.len() {
+        bounds[i] = 100 << i;
+        i += 1;
+    }
+    bounds
+};
+
+/// Nanoseconds to the seconds Prometheus wants (base units). Dividing the
+/// integer keeps bounds such as 1.6e-6 exact in the exposition.
+fn seconds(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// What the kernel side keeps, read at scrape time: a trait so that the
+/// exposition is testable without a kernel.
+pub trait KernelCounters: Send + Sync {
+    fn losses(&self) -> anyhow::Result<Losses>;
+    fn histograms(&self) -> anyhow::Result<Vec<KernelHistogram>>;
+}
+
+impl KernelCounters for KernelMaps {
+    fn losses(&self) -> anyhow::Result<Losses> {
+        KernelMaps::losses(self)
+    }
+
+    fn histograms(&self) -> anyhow::Result<Vec<KernelHistogram>> {
+        KernelMaps::histograms(self)
+    }
+}
+
+/// The two text formats Prometheus scrapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exposition {
+    /// The classic text format (version 0.0.4): what any scraper reads.
+    Prometheus,
+    /// OpenMetrics 1.0 text, for scrapers that ask for it.
+    OpenMetrics,
+}
+
+impl Exposition {
+    /// The format an `Accept` header asks for.
+    pub fn negotiate(accept: Option<&str>) -> Exposition {
+        match accept {
+            Some(a) if a.contains("application/openmetrics-text") => Exposition::OpenMetrics,
+            _ => Exposition::Prometheus,
+        }
+    }
+
+    pub fn content_type(self) -> &'static str {
+        match self {
+            Exposition::Prometheus => prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+            Exposition::OpenMetrics => "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        }
+    }
+}
+
+/// Labels of a per-call series: one row of `pathcost trace`'s report.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CallLabels {
+    site: &'static str,
+    /// Netfilter hook (`PRE_ROUTING`, ...), `-` for calls without one.
+    hook: &'static str,
+    /// iptables table, or nf_tables table; empty for other sites.
+    table: String,
+    /// nf_tables base chain; empty otherwise.
+    chain: String,
+    mechanism: &'static str,
+}
+
+type HistogramFamily = Family<CallLabels, Histogram, fn() -> Histogram>;
+
+fn call_histogram() -> Histogram {
+    Histogram::new(BUCKET_BOUNDS_NS.iter().map(|&ns| seconds(ns)))
+}
+
+/// One row's histograms, in the order of [`CALL_HISTOGRAMS`].
+struct RowHistograms([Histogram; 4]);
+
+/// (name without the unit, help) of the per-call histograms.
+const CALL_HISTOGRAMS: [(&str, &str); 4] = [
+    (
+        "pathcost_call_duration",
+        "Time per probed kernel call (inclusive: with probed calls nested in it), as measured",
+    ),
+    (
+        "pathcost_call_self_duration",
+        "Time per probed kernel call minus the probed calls nested in it, as measured",
+    ),
+    (
+        "pathcost_call_corrected_duration",
+        "Inclusive time per probed kernel call with the probes' own cost removed",
+    ),
+    (
+        "pathcost_call_self_corrected_duration",
+        "Self time per probed kernel call with the probes' own cost removed",
+    ),
+];
+
+/// What one run of the probes is: needed to label and correct its calls.
+pub struct ProbeRun {
+    /// `uname -r`.
+    pub kernel: String,
+    pub sites: Vec<SiteStatus>,
+    pub corrections: Corrections,
+    /// Keep only calls of this network namespace (inode); `None`: all.
+    pub netns: Option<u32>,
+}
+
+/// Mechanism per site id, from the attach outcome.
+fn mechanisms(sites: &[SiteStatus]) -> [Option<Mechanism>; SITE_COUNT] {
+    let mut out = [None; SITE_COUNT];
+    for s in sites {
+        let id = if s.site == BRACKET.name { Some(SiteId::Bracket) } else { ProbeSite::by_name(s.site).map(|p| p.id) };
+        if let Some(id) = id {
+            out[id as usize] = s.mechanism;
+        }
+    }
+    out
+}
+
+fn mechanism_name(m: Option<Mechanism>) -> &'static str {
+    match m {
+        Some(Mechanism::Fentry) => "fentry",
+        Some(Mechanism::Kprobe) => "kprobe",
+        Some(Mechanism::Bracket) => "bracket",
+        None => "none",
+    }
+}
+
+/// The registry `pathcost serve` exposes, and the per-call recording.
+pub struct CostMetrics {
+    registry: Registry,
+    families: [HistogramFamily; 4],
+    /// Histograms already looked up, so a call costs one map lookup.
+    rows: Mutex<HashMap<SiteKey, RowHistograms>>,
+    state: Arc<scrape::ScrapeState>,
+    corrections: Corrections,
+    netns: Option<u32>,
+}
+
+impl CostMetrics {
+    /// `counters` is read at every scrape; `node` is what the detection
+    /// refresher last found.
+    pub fn new(run: ProbeRun, counters: Box<dyn KernelCounters>, node: Arc<node::NodeSlot>) -> CostMetrics {
+        let mut registry = Registry::default();
+        let families: [HistogramFamily; 4] =
+            std::array::from_fn(|_| Family::new_with_constructor(call_histogram as fn() -> Histogram));
+        for ((name, help), family) in CALL_HISTOGRAMS.iter().zip(&families) {
+            registry.register_with_unit(*name, *help, Unit::Seconds, family.clone());
+        }
+        let mechanisms = mechanisms(&run.sites);
+        let state = Arc::new(scrape::ScrapeState {
+            kernel_release: run.kernel,
+            counters,
+            undecodable: AtomicU64::new(0),
+            packets: Mutex::new(PacketTotals::default()),
+            packet_source: scrape::packet_source(&mechanisms),
+            self_cost: run.corrections.costs.clone(),
+            sites: run.sites,
+            mechanisms,
+            node,
+        });
+        registry.register_collector(Box::new(Arc::clone(&state)));
+        CostMetrics {
+            registry,
+            families,
+            rows: Mutex::new(HashMap::new()),
+            state,
+            corrections: run.corrections,
+            netns: run.netns,
+        }
+    }
+
+    /// Adds one call to its row's histograms and to its packet's total.
+    pub fn record(&self, call: &Call) {
+        if call.site == SiteId::Calibration || self.netns.is_some_and(|n| n != call.netns) {
+            return;
+        }
+        let c = &self.corrections;
+        let values = [
+            call.duration_ns,
+            call.self_ns,
+            c.inclusive(call.site, call.duration_ns, call.descendants),
+            c.exclusive(call.site, call.self_ns, call.children),
+        ];
+        self.state.packets.lock().unwrap_or_else(PoisonError::into_inner).record(call, c);
+        let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
+        let row = rows.entry(SiteKey::of(call)).or_insert_with_key(|key| {
+            let labels = CallLabels {
+                site: key.site_name(),
+                hook: key.hook.map_or("-", hook_name),
+                table: key.table.clone(),
+                chain: key.chain.clone(),
+                mechanism: mechanism_name(self.state.mechanisms[key.site as usize]),
+            };
+            RowHistograms(std::array::from_fn(|i| self.families[i].get_or_create_owned(&labels)))
+        });
+        for (h, v) in row.0.iter().zip(values) {
+            h.observe(seconds(v));
+        }
+    }
+
+    /// Ring-buffer records userspace could not decode (kept by the event
+    /// stream, exported as a loss).
+    pub fn set_undecodable(&self, n: u64) {
+        self.state.undecodable.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// The whole exposition, as a scrape gets it.
+    pub fn encode(&self, format: Exposition) -> String {
+        let mut out = String::new();
+        let encoded = match format {
+            Exposition::Prometheus => prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry),
+            Exposition::OpenMetrics => prometheus_client::encoding::text::encode(&mut out, &self.registry),
+        };
+        // Writing to a String fails only on a formatting bug; serve what
+        // was written rather than nothing.
+        if let Err(e) = encoded {
+            log::error!("encoding the metrics failed part-way: {e}");
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests;

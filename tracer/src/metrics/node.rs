@@ -1,0 +1,220 @@
+//! What `pathcost serve` says about the node it runs on: kube-proxy's
+//! mode, the iptables backend and the service and endpoint counts, from
+//! [`crate::detection`], re-run every `--refresh` on a thread of its own
+//! (detection runs the node's tools and waits for them).
+
+use std::{
+    sync::{mpsc, Arc, PoisonError, RwLock},
+    thread,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use crate::detection::{self, Backends, CollectOptions, Detection, IptablesFlavour, KubeProxyMode, NodeFindings};
+
+/// One state kube-proxy left, with its counts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceCount {
+    /// The mode whose state this is.
+    pub mode: &'static str,
+    /// Where it was counted: `iptables-legacy`, `iptables-nft`, `ipvs`,
+    /// `nftables ip`, `nftables ip6`.
+    pub source: String,
+    /// The running mode's state (the others are leftovers).
+    pub active: bool,
+    /// Service ports: KUBE-SVC/SVL chains, IPVS virtual servers, or
+    /// nftables `service-*` chains.
+    pub services: u64,
+    /// KUBE-SEP chains, IPVS real servers or nftables `endpoint-*` chains.
+    pub endpoints: Option<u64>,
+}
+
+/// Labels and counts from one detection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeFacts {
+    /// `iptables`, `ipvs`, `nftables`, or `none`.
+    pub kube_proxy_mode: String,
+    /// `metrics_endpoint` (kube-proxy said so) or `node_state`.
+    pub mode_source: &'static str,
+    pub confidence: &'static str,
+    /// The backend holding kube-proxy's iptables rules (`iptables-legacy`,
+    /// `iptables-nft`, `both`), or `none`.
+    pub iptables_backend: String,
+    pub counts: Vec<ServiceCount>,
+}
+
+impl NodeFacts {
+    pub fn of(n: &NodeFindings) -> NodeFacts {
+        let mode = n.proxy_mode.mode;
+        let backend = &n.iptables_backend;
+        let iptables_backend = match backend.active {
+            Some(active) => active.to_string(),
+            None => match backend.kube_proxy_chains_in {
+                Backends::None => "none".to_owned(),
+                Backends::Legacy => IptablesFlavour::Legacy.to_string(),
+                Backends::Nft => IptablesFlavour::Nft.to_string(),
+                Backends::Both => "both".to_owned(),
+            },
+        };
+        let mut counts = Vec::new();
+        for t in &n.services.iptables {
+            // IPVS mode's iptables rules have no per-service chains: only
+            // iptables mode's state counts services here.
+            if t.rules.service_ports == 0 && t.rules.endpoint_chains == 0 {
+                continue;
+            }
+            counts.push(ServiceCount {
+                mode: KubeProxyMode::Iptables.as_str(),
+                source: t.backend.to_string(),
+                active: mode == Some(KubeProxyMode::Iptables) && backend.active == Some(t.backend),
+                services: t.rules.service_ports as u64,
+                endpoints: Some(t.rules.endpoint_chains as u64),
+            });
+        }
+        if let Some(v) = n.services.ipvs.as_ref().and_then(|i| Some((i.virtual_servers?, i.real_servers))) {
+            counts.push(ServiceCount {
+                mode: KubeProxyMode::Ipvs.as_str(),
+                source: "ipvs".to_owned(),
+                active: mode == Some(KubeProxyMode::Ipvs),
+                services: v.0 as u64,
+                endpoints: v.1.map(|e| e as u64),
+            });
+        }
+        for t in &n.services.nftables {
+            counts.push(ServiceCount {
+                mode: KubeProxyMode::Nftables.as_str(),
+                source: format!("nftables {}", t.family),
+                active: mode == Some(KubeProxyMode::Nftables),
+                services: t.service_chains as u64,
+                endpoints: Some(t.endpoint_chains as u64),
+            });
+        }
+        NodeFacts {
+            kube_proxy_mode: mode.map_or("none", KubeProxyMode::as_str).to_owned(),
+            mode_source: match n.proxy_mode.source {
+                detection::ModeSource::MetricsEndpoint => "metrics_endpoint",
+                detection::ModeSource::NodeState => "node_state",
+            },
+            confidence: match n.proxy_mode.confidence {
+                detection::Confidence::Low => "low",
+                detection::Confidence::Medium => "medium",
+                detection::Confidence::High => "high",
+            },
+            iptables_backend,
+            counts,
+        }
+    }
+}
+
+/// The latest detection, shared between the refresher and the scrapes.
+#[derive(Debug, Default)]
+pub struct NodeSlot {
+    inner: RwLock<NodeSnapshot>,
+}
+
+/// A copy of the slot, taken for one scrape.
+#[derive(Clone, Debug, Default)]
+pub struct NodeSnapshot {
+    /// `None` until a detection succeeded.
+    pub facts: Option<NodeFacts>,
+    pub runs_ok: u64,
+    pub runs_failed: u64,
+    pub last_success_unix: Option<f64>,
+}
+
+impl NodeSlot {
+    pub fn update(&self, result: anyhow::Result<Detection>) {
+        let mut s = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        match result {
+            Ok(d) => {
+                s.facts = Some(NodeFacts::of(&d.node));
+                s.runs_ok += 1;
+                s.last_success_unix = SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|t| t.as_secs_f64());
+            }
+            Err(e) => {
+                // Keep the last facts: a node does not change mode because
+                // one listing failed.
+                log::warn!("node detection failed: {e:#}");
+                s.runs_failed += 1;
+            }
+        }
+    }
+
+    pub fn snapshot(&self) -> NodeSnapshot {
+        self.inner.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// Re-runs detection on its own thread until dropped.
+pub struct Refresher {
+    // Dropping the sender wakes the thread, which then exits.
+    _stop: mpsc::Sender<()>,
+}
+
+impl Refresher {
+    /// Detects now, then every `every` (`None`: only now).
+    pub fn spawn(slot: Arc<NodeSlot>, options: CollectOptions, every: Option<Duration>) -> anyhow::Result<Refresher> {
+        let (stop, stopped) = mpsc::channel::<()>();
+        thread::Builder::new().name("pathcost-detect".into()).spawn(move || loop {
+            slot.update(detection::detect_with(&options));
+            let Some(every) = every else { return };
+            // Any message or a dropped sender means stop.
+            if !matches!(stopped.recv_timeout(every), Err(mpsc::RecvTimeoutError::Timeout)) {
+                return;
+            }
+        })?;
+        Ok(Refresher { _stop: stop })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detection::{analyse, Input, NodeState};
+
+    fn state(legacy_save: &str) -> NodeState {
+        let absent = || Input::Absent("not here".into());
+        NodeState {
+            proxy_mode: Input::Absent("nothing answers".into()),
+            ip_tables_names: Input::Text("nat\nfilter\n".into()),
+            ip6_tables_names: Input::Text(String::new()),
+            iptables_legacy_save: Input::Text(legacy_save.into()),
+            iptables_nft_save: absent(),
+            nft: absent(),
+            ip_vs: absent(),
+            kube_ipvs0: absent(),
+            ipset_names: Input::Text(String::new()),
+            ipset_cluster_ip: absent(),
+        }
+    }
+
+    #[test]
+    fn iptables_mode_in_legacy_gives_mode_backend_and_counts() {
+        let save = include_str!("../synthesis/fixtures/iptables_2x2.save");
+        let facts = NodeFacts::of(&analyse(&state(save)));
+        assert_eq!(facts.kube_proxy_mode, "iptables");
+        assert_eq!(facts.mode_source, "node_state");
+        assert_eq!(facts.iptables_backend, "iptables-legacy");
+        let active: Vec<&ServiceCount> = facts.counts.iter().filter(|c| c.active).collect();
+        assert_eq!(active.len(), 1, "{facts:?}");
+        assert_eq!(active[0].source, "iptables-legacy");
+        assert!(active[0].services > 0 && active[0].endpoints.unwrap() > 0, "{facts:?}");
+    }
+
+    #[test]
+    fn a_node_without_kube_proxy_says_none() {
+        let facts = NodeFacts::of(&analyse(&state("*nat\n:PREROUTING ACCEPT [0:0]\nCOMMIT\n")));
+        assert_eq!(facts.kube_proxy_mode, "none");
+        assert_eq!(facts.iptables_backend, "none");
+        assert!(facts.counts.is_empty());
+    }
+
+    #[test]
+    fn a_failed_detection_keeps_the_last_facts_and_counts_the_failure() {
+        let slot = NodeSlot::default();
+        slot.update(Err(anyhow::anyhow!("boom")));
+        let s = slot.snapshot();
+        assert!(s.facts.is_none());
+        assert_eq!((s.runs_ok, s.runs_failed), (0, 1));
+        assert!(s.last_success_unix.is_none());
+    }
+}
