@@ -404,9 +404,10 @@ fn record_call(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i6
         }
     }
 
-    // Calibration calls only feed the histogram: 100,000 of them would
-    // fill the ring before the reader starts.
-    if config().emit_events == 0 || site == SiteId::Calibration {
+    // Calibration calls send events too: the ring submission is part of
+    // what a probe pair costs. (Userspace sizes calibration to fit the ring
+    // and discards those events.)
+    if config().emit_events == 0 {
         return;
     }
     match EVENTS.reserve::<CallEvent>(0) {

@@ -67,7 +67,7 @@ impl Session {
     pub fn start(opts: &SessionOptions) -> Result<Session> {
         let mut probes = attach(&opts.request)?;
         let maps = KernelMaps::take(&mut probes.ebpf)?;
-        let events = EventStream::take(&mut probes.ebpf)?;
+        let mut events = EventStream::take(&mut probes.ebpf)?;
         let attached: Vec<(SiteId, Mechanism)> = probes
             .sites
             .iter()
@@ -78,6 +78,8 @@ impl Session {
             for m in [Mechanism::Fentry, Mechanism::Kprobe] {
                 if attached.iter().any(|&(_, used)| used == m) {
                     costs.push(calibration::calibrate(&mut probes.ebpf, &maps, m)?);
+                    // Its events are no measurement; make room for the next.
+                    events.drain(|_| {});
                 }
             }
         }
