@@ -95,6 +95,7 @@ fn assert_clean(report: &TraceReport) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(clippy::await_holding_lock, reason = "the lock only serialises tests that share kernel state")]
 async fn iptables_nat_walks_once_per_new_flow_at_prerouting() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(why) = kprobe_skip_reason() {
@@ -121,6 +122,7 @@ async fn iptables_nat_walks_once_per_new_flow_at_prerouting() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(clippy::await_holding_lock, reason = "the lock only serialises tests that share kernel state")]
 async fn ipvs_schedules_once_per_new_connection_and_nested_transmit_pairs() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(why) = kprobe_skip_reason() {

@@ -40,6 +40,7 @@ fn lookup_p50(p: &Point) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[expect(clippy::await_holding_lock, reason = "the lock only serialises tests that share kernel state")]
 async fn small_sweep_shows_iptables_growing_and_leaves_the_root_namespace_alone() {
     let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(why) = kprobe_skip_reason() {
