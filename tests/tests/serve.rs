@@ -18,7 +18,7 @@ use std::{
     collections::BTreeMap,
     fs::File,
     io::{BufRead as _, BufReader, Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
+    net::{SocketAddr, SocketAddrV4, TcpStream},
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     process::{Child, Command, Stdio},
     sync::mpsc,
@@ -27,7 +27,7 @@ use std::{
 
 use pathcost_tests::{is_root, kprobe_skip_reason, loaded_ours, loaded_ours_after_exit, pathcost_bin, skip};
 use tracer::synthesis::{
-    cluster::{Cluster, ClusterSpec, Protocol, SplitMix64},
+    cluster::{Cluster, ClusterSpec, Protocol},
     ipvs::Scheduler,
     program::{program, Mode},
     topology::Topology,
@@ -103,7 +103,8 @@ fn parse_exposition(text: &str) -> Exposition {
             Some((n, l)) => (n, parse_labels(l.strip_suffix('}').unwrap())),
             None => (series, BTreeMap::new()),
         };
-        let value: f64 = if value == "+Inf" { f64::INFINITY } else { value.parse().unwrap_or_else(|_| panic!("bad value {line}")) };
+        let value: f64 =
+            if value == "+Inf" { f64::INFINITY } else { value.parse().unwrap_or_else(|_| panic!("bad value {line}")) };
         let key = (name.to_owned(), labels);
         assert!(e.samples.insert(key, value).is_none(), "duplicate series: {line}");
     }
@@ -112,10 +113,15 @@ fn parse_exposition(text: &str) -> Exposition {
 
 impl Exposition {
     /// Samples of `name` whose labels include `want`.
-    fn matching<'a>(&'a self, name: &'a str, want: &'a [(&'a str, &'a str)]) -> impl Iterator<Item = (&'a BTreeMap<String, String>, f64)> + 'a {
-        self.samples.iter().filter(move |((n, l), _)| {
-            n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
-        }).map(|((_, l), v)| (l, *v))
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        want: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = (&'a BTreeMap<String, String>, f64)> + 'a {
+        self.samples
+            .iter()
+            .filter(move |((n, l), _)| n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
+            .map(|((_, l), v)| (l, *v))
     }
 
     fn sum(&self, name: &str, want: &[(&str, &str)]) -> f64 {
@@ -228,11 +234,7 @@ fn request(topo: &Topology, address: SocketAddr, path: &str, accept: Option<&str
         .unwrap_or_else(|e| panic!("GET {path} from {address}: {e}"));
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     let status = head.lines().next().unwrap().to_owned();
-    let content_type = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Content-Type: "))
-        .unwrap_or_default()
-        .to_owned();
+    let content_type = head.lines().find_map(|l| l.strip_prefix("Content-Type: ")).unwrap_or_default().to_owned();
     (status, content_type, body.to_owned())
 }
 
@@ -243,8 +245,11 @@ fn scrape(topo: &Topology, address: SocketAddr) -> Exposition {
     parse_exposition(&body)
 }
 
+/// Labels that pick series out of an exposition.
+type Selector = Vec<(&'static str, &'static str)>;
+
 /// The series that counts each new connection once, and its kernel twin.
-fn counted_series(probes: Probes) -> (Vec<(&'static str, &'static str)>, Vec<(&'static str, &'static str)>) {
+fn counted_series(probes: Probes) -> (Selector, Selector) {
     match probes {
         // The nat table is consulted for the first packet of a connection only.
         Probes::Functions => (
@@ -260,7 +265,13 @@ fn counted_series(probes: Probes) -> (Vec<(&'static str, &'static str)>, Vec<(&'
 
 /// Scrapes until `series` has grown by `by` since `before` (the ring
 /// buffer is read asynchronously), then returns that scrape.
-fn scrape_after(topo: &Topology, address: SocketAddr, before: &Exposition, series: &[(&str, &str)], by: f64) -> Exposition {
+fn scrape_after(
+    topo: &Topology,
+    address: SocketAddr,
+    before: &Exposition,
+    series: &[(&str, &str)],
+    by: f64,
+) -> Exposition {
     let name = "pathcost_call_duration_seconds_count";
     let start = before.sum(name, series);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -276,8 +287,17 @@ fn scrape_after(topo: &Topology, address: SocketAddr, before: &Exposition, serie
     }
 }
 
-fn send_connections(topo: &Topology, cluster: &Cluster, seed: u64) {
-    let targets = traffic::random_targets(cluster.service_ports(), CONNECTIONS, &mut SplitMix64::new(seed));
+/// New connections over every service in turn. Source ports restart at the
+/// same number each round, so round `r` shifts the services by `r`: a
+/// repeated 5-tuple would be a conntrack hit, not a new connection.
+fn send_connections(topo: &Topology, cluster: &Cluster, round: usize) {
+    let ports = cluster.service_ports();
+    let targets = (0..CONNECTIONS as usize)
+        .map(|i| {
+            let sp = &ports[(i + round) % ports.len()];
+            (sp.protocol, SocketAddrV4::new(sp.cluster_ip, sp.port))
+        })
+        .collect();
     let sent = traffic::new_connections(topo, targets, Pace { rate: 0, max_time: Duration::from_secs(120) }).unwrap();
     assert_eq!(sent.packets, u64::from(CONNECTIONS));
 }
@@ -323,7 +343,10 @@ fn check_families(e: &Exposition, probes: Probes) {
     match probes {
         Probes::Bracket => {
             e.one("pathcost_probe_info", &[("site", "prerouting_bracket"), ("mechanism", "bracket")]);
-            e.one("pathcost_packet_netfilter_duration_seconds_count", &[("site", "prerouting_bracket"), ("mechanism", "bracket")]);
+            e.one(
+                "pathcost_packet_netfilter_duration_seconds_count",
+                &[("site", "prerouting_bracket"), ("mechanism", "bracket")],
+            );
         }
         Probes::Functions => {
             e.one("pathcost_probe_info", &[("site", "ipt_do_table"), ("mechanism", "kprobe")]);
@@ -373,7 +396,8 @@ fn serve_exposes_growing_counts_and_detaches_on_sigterm() {
     assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok\n"));
     let (status, _, _) = request(&topo, address, "/nothing-here", None);
     assert_eq!(status, "HTTP/1.1 404 Not Found");
-    let (status, content_type, body) = request(&topo, address, "/metrics", Some("application/openmetrics-text;version=1.0.0"));
+    let (status, content_type, body) =
+        request(&topo, address, "/metrics", Some("application/openmetrics-text;version=1.0.0"));
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
     assert!(body.ends_with("# EOF\n"));
@@ -389,8 +413,8 @@ fn serve_exposes_growing_counts_and_detaches_on_sigterm() {
 
     let (calls, kernel) = counted_series(probes);
     let mut previous = before;
-    for round in 0..2u64 {
-        send_connections(&topo, &cluster, 11 + round);
+    for round in 0..2 {
+        send_connections(&topo, &cluster, round);
         let after = scrape_after(&topo, address, &previous, &calls, f64::from(CONNECTIONS));
         let grown = |name: &str, want: &[(&str, &str)]| after.sum(name, want) - previous.sum(name, want);
         let n = f64::from(CONNECTIONS);
@@ -401,7 +425,10 @@ fn serve_exposes_growing_counts_and_detaches_on_sigterm() {
         assert!(grown("pathcost_call_duration_seconds_sum", &calls) > 0.0);
         let mut inf = calls.clone();
         inf.push(("le", "+Inf"));
-        assert_eq!(after.sum("pathcost_call_duration_seconds_bucket", &inf), after.sum("pathcost_call_duration_seconds_count", &calls));
+        assert_eq!(
+            after.sum("pathcost_call_duration_seconds_bucket", &inf),
+            after.sum("pathcost_call_duration_seconds_count", &calls)
+        );
         // The kernel's own count sees every namespace's calls for function
         // sites, so at least these; the bracket is filtered in the kernel.
         let in_kernel = grown("pathcost_kernel_call_duration_seconds_count", &kernel);
@@ -412,7 +439,10 @@ fn serve_exposes_growing_counts_and_detaches_on_sigterm() {
             }
             Probes::Functions => assert!(in_kernel >= n, "round {round}: {in_kernel}"),
         }
-        assert!(grown("pathcost_packet_netfilter_duration_seconds_count", &[]) > 0.0, "round {round}: no packet finished");
+        assert!(
+            grown("pathcost_packet_netfilter_duration_seconds_count", &[]) > 0.0,
+            "round {round}: no packet finished"
+        );
         assert_eq!(after.sum("pathcost_events_lost_total", &[("reason", "undecodable_events")]), 0.0);
         previous = after;
     }

@@ -70,9 +70,9 @@ fn parse_kube_proxy_address(s: &str) -> Result<KubeProxyAddress, String> {
     if s == "none" {
         return Ok(KubeProxyAddress(None));
     }
-    s.parse().map(|a| KubeProxyAddress(Some(a))).map_err(|_| {
-        format!("'{s}' is not an address such as 127.0.0.1:10249 or [::1]:10249 (or 'none')")
-    })
+    s.parse()
+        .map(|a| KubeProxyAddress(Some(a)))
+        .map_err(|_| format!("'{s}' is not an address such as 127.0.0.1:10249 or [::1]:10249 (or 'none')"))
 }
 
 // The two look-ups below are the same as `trace`'s.
@@ -90,8 +90,7 @@ fn ifindex(dev: &str) -> Result<u32> {
 /// Inode of a network namespace file, which is what the probes record.
 fn netns_inode(path: &std::path::Path) -> Result<u32> {
     use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot open network namespace {}", path.display()))?;
+    let meta = std::fs::metadata(path).with_context(|| format!("cannot open network namespace {}", path.display()))?;
     u32::try_from(meta.ino()).with_context(|| format!("{} is not a namespace file", path.display()))
 }
 
@@ -114,11 +113,7 @@ pub async fn run(args: Args) -> Result<()> {
     let address = listener.local_addr().unwrap_or(args.listen);
     let summary = live::serve(listener, options, stop_signal(None), |sites| {
         for s in sites {
-            eprintln!(
-                "pathcost: {} -> {}",
-                s.site,
-                s.mechanism.map_or_else(|| s.notes.join("; "), |m| m.to_string())
-            );
+            eprintln!("pathcost: {} -> {}", s.site, s.mechanism.map_or_else(|| s.notes.join("; "), |m| m.to_string()));
         }
         eprintln!("pathcost: serving metrics on http://{address}/metrics");
     })

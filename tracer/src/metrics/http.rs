@@ -69,7 +69,12 @@ fn respond(request: Option<Request>, metrics: &CostMetrics) -> (Response, bool) 
     let response = match req.path {
         "/metrics" => {
             let format = Exposition::negotiate(req.accept);
-            Response { status: "200 OK", content_type: format.content_type(), body: metrics.encode(format), allow: false }
+            Response {
+                status: "200 OK",
+                content_type: format.content_type(),
+                body: metrics.encode(format),
+                allow: false,
+            }
         }
         "/healthz" => Response::text("200 OK", "ok\n"),
         "/" => Response::text("200 OK", "pathcost: metrics at /metrics, health at /healthz\n"),
@@ -169,8 +174,13 @@ mod tests {
 
     #[test]
     fn request_heads_parse_method_path_and_accept() {
-        let r = parse_request("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nACCEPT: application/openmetrics-text;version=1.0.0").unwrap();
-        assert_eq!(r, Request { method: "GET", path: "/metrics", accept: Some("application/openmetrics-text;version=1.0.0") });
+        let r =
+            parse_request("GET /metrics?x=1 HTTP/1.1\r\nHost: a\r\nACCEPT: application/openmetrics-text;version=1.0.0")
+                .unwrap();
+        assert_eq!(
+            r,
+            Request { method: "GET", path: "/metrics", accept: Some("application/openmetrics-text;version=1.0.0") }
+        );
         assert_eq!(Exposition::negotiate(r.accept), Exposition::OpenMetrics);
         let r = parse_request("HEAD /healthz HTTP/1.0").unwrap();
         assert_eq!((r.method, r.path, r.accept), ("HEAD", "/healthz", None));

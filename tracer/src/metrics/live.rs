@@ -47,17 +47,16 @@ impl LiveProbes {
     fn start(opts: &ServeOptions) -> Result<LiveProbes> {
         let mut probes = attach(&opts.request)?;
         let maps = KernelMaps::take(&mut probes.ebpf)?;
-        let events = EventStream::take(&mut probes.ebpf)?;
-        let attached: Vec<(SiteId, Mechanism)> = probes
-            .sites
-            .iter()
-            .filter_map(|s| Some((ProbeSite::by_name(s.site)?.id, s.mechanism?)))
-            .collect();
+        let mut events = EventStream::take(&mut probes.ebpf)?;
+        let attached: Vec<(SiteId, Mechanism)> =
+            probes.sites.iter().filter_map(|s| Some((ProbeSite::by_name(s.site)?.id, s.mechanism?))).collect();
         let mut costs = Vec::new();
         if opts.calibrate {
             for m in [Mechanism::Fentry, Mechanism::Kprobe] {
                 if attached.iter().any(|&(_, used)| used == m) {
                     costs.push(calibration::calibrate(&mut probes.ebpf, &maps, m)?);
+                    // Its events are no measurement; make room for the next.
+                    events.drain(|_| {});
                 }
             }
         }
@@ -69,7 +68,7 @@ impl LiveProbes {
 /// What a finished `serve` did, for its last words.
 #[derive(Clone, Debug)]
 pub struct ServeSummary {
-    /// Ring-buffer records read (calibration and other namespaces' calls
+    /// Ring-buffer records read after start-up (other namespaces' calls
     /// included).
     pub events: u64,
     pub sites: Vec<SiteStatus>,

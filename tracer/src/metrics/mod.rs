@@ -120,22 +120,10 @@ struct RowHistograms([Histogram; 4]);
 
 /// (name without the unit, help) of the per-call histograms.
 const CALL_HISTOGRAMS: [(&str, &str); 4] = [
-    (
-        "pathcost_call_duration",
-        "Time per probed kernel call (inclusive: with probed calls nested in it), as measured",
-    ),
-    (
-        "pathcost_call_self_duration",
-        "Time per probed kernel call minus the probed calls nested in it, as measured",
-    ),
-    (
-        "pathcost_call_corrected_duration",
-        "Inclusive time per probed kernel call with the probes' own cost removed",
-    ),
-    (
-        "pathcost_call_self_corrected_duration",
-        "Self time per probed kernel call with the probes' own cost removed",
-    ),
+    ("pathcost_call_duration", "Time per probed kernel call (inclusive: with probed calls nested in it), as measured"),
+    ("pathcost_call_self_duration", "Time per probed kernel call minus the probed calls nested in it, as measured"),
+    ("pathcost_call_corrected_duration", "Inclusive time per probed kernel call with the probes' own cost removed"),
+    ("pathcost_call_self_corrected_duration", "Self time per probed kernel call with the probes' own cost removed"),
 ];
 
 /// What one run of the probes is: needed to label and correct its calls.

@@ -88,7 +88,13 @@ fn hdr_buckets(h: &HdrHistogram<u64>) -> (f64, u64, Buckets) {
     (sum_ns / 1e9, h.len(), bounds.zip(counts).collect())
 }
 
-fn histogram(m: &mut MetricEncoder, labels: &impl EncodeLabelSet, sum: f64, count: u64, buckets: &Buckets) -> fmt::Result {
+fn histogram(
+    m: &mut MetricEncoder,
+    labels: &impl EncodeLabelSet,
+    sum: f64,
+    count: u64,
+    buckets: &Buckets,
+) -> fmt::Result {
     m.encode_family(labels)?.encode_histogram::<NoLabelSet>(sum, count, buckets, None)
 }
 
@@ -133,7 +139,8 @@ impl ScrapeState {
             MetricType::Counter,
         )?;
         for h in &histograms {
-            m.encode_family(&self.site_labels(h))?.encode_counter::<NoLabelSet, f64, f64>(&seconds(h.self_sum_ns), None)?;
+            m.encode_family(&self.site_labels(h))?
+                .encode_counter::<NoLabelSet, f64, f64>(&seconds(h.self_sum_ns), None)?;
         }
         let mut m = enc.encode_descriptor(
             "pathcost_kernel_call_max",
@@ -269,8 +276,16 @@ impl ScrapeState {
             ])?;
         }
         for (name, help, endpoints) in [
-            ("pathcost_kube_services", "Service ports kube-proxy programmed, per state found (active: the running mode's)", false),
-            ("pathcost_kube_endpoints", "Endpoints kube-proxy programmed, per state found (active: the running mode's)", true),
+            (
+                "pathcost_kube_services",
+                "Service ports kube-proxy programmed, per state found (active: the running mode's)",
+                false,
+            ),
+            (
+                "pathcost_kube_endpoints",
+                "Endpoints kube-proxy programmed, per state found (active: the running mode's)",
+                true,
+            ),
         ] {
             let mut m = enc.encode_descriptor(name, help, None, MetricType::Gauge)?;
             for c in node.facts.iter().flat_map(|f| &f.counts) {

@@ -21,20 +21,30 @@ impl KernelCounters for FakeKernel {
         buckets[10] = 2; // 1024..2048 ns
         buckets[39] = 1; // the kernel's catch-all
         Ok(vec![
-            KernelHistogram { site: SiteId::IptDoTable, hook: Some(0), count: 4, sum_ns: 5000, self_sum_ns: 4000, max_ns: 3000, buckets },
-            KernelHistogram { site: SiteId::Calibration, hook: None, count: 7, sum_ns: 1, self_sum_ns: 1, max_ns: 1, buckets: vec![0; HIST_BUCKETS] },
+            KernelHistogram {
+                site: SiteId::IptDoTable,
+                hook: Some(0),
+                count: 4,
+                sum_ns: 5000,
+                self_sum_ns: 4000,
+                max_ns: 3000,
+                buckets,
+            },
+            KernelHistogram {
+                site: SiteId::Calibration,
+                hook: None,
+                count: 7,
+                sum_ns: 1,
+                self_sum_ns: 1,
+                max_ns: 1,
+                buckets: vec![0; HIST_BUCKETS],
+            },
         ])
     }
 }
 
 fn status(site: &'static str, mechanism: Option<Mechanism>) -> SiteStatus {
-    SiteStatus {
-        site,
-        symbol: mechanism.map(|_| site.to_owned()),
-        module: None,
-        mechanism,
-        notes: Vec::new(),
-    }
+    SiteStatus { site, symbol: mechanism.map(|_| site.to_owned()), module: None, mechanism, notes: Vec::new() }
 }
 
 fn call(site: SiteId, hook: u8, name: &str, table: &str, skb: u64, start: u64, dur: u64) -> Call {
@@ -64,8 +74,15 @@ fn metrics(netns: Option<u32>) -> CostMetrics {
         status("nft_do_chain", Some(Mechanism::Kprobe)),
         status("ip_vs_in", None),
     ];
-    let costs = vec![SelfCost { mechanism: "kprobe".into(), target: "__task_pid_nr_ns".into(), pair_ns: 120.0, span_ns: 50.0, calls: 1000 }];
-    let corrections = Corrections::new(costs, &[(SiteId::IptDoTable, Mechanism::Kprobe), (SiteId::NftDoChain, Mechanism::Kprobe)]);
+    let costs = vec![SelfCost {
+        mechanism: "kprobe".into(),
+        target: "__task_pid_nr_ns".into(),
+        pair_ns: 120.0,
+        span_ns: 50.0,
+        calls: 1000,
+    }];
+    let corrections =
+        Corrections::new(costs, &[(SiteId::IptDoTable, Mechanism::Kprobe), (SiteId::NftDoChain, Mechanism::Kprobe)]);
     let run = ProbeRun { kernel: "6.1.0-test".into(), sites, corrections, netns };
     CostMetrics::new(run, Box::new(FakeKernel), Arc::new(node::NodeSlot::default()))
 }
@@ -106,7 +123,8 @@ fn calls_land_in_histograms_by_site_hook_table_and_chain() {
     m.record(&call(SiteId::Calibration, 0, "", "", 0, 1, 10));
     let text = m.encode(Exposition::Prometheus);
     let s = parse(&text);
-    let ipt = [("site", "ipt_do_table"), ("hook", "PRE_ROUTING"), ("table", "nat"), ("chain", ""), ("mechanism", "kprobe")];
+    let ipt =
+        [("site", "ipt_do_table"), ("hook", "PRE_ROUTING"), ("table", "nat"), ("chain", ""), ("mechanism", "kprobe")];
     assert_eq!(s[&("pathcost_call_duration_seconds_count".into(), labels(&ipt))], 2.0);
     let sum = s[&("pathcost_call_duration_seconds_sum".into(), labels(&ipt))];
     assert!((sum - 3150e-9).abs() < 1e-12, "{sum}");
@@ -122,7 +140,13 @@ fn calls_land_in_histograms_by_site_hook_table_and_chain() {
     // Corrected: the kprobe span (50 ns) comes off every call.
     let corrected = s[&("pathcost_call_corrected_duration_seconds_sum".into(), labels(&ipt))];
     assert!((corrected - 3050e-9).abs() < 1e-12, "{corrected}");
-    let nft = [("site", "nft_do_chain"), ("hook", "PRE_ROUTING"), ("table", "kube-proxy"), ("chain", "nat-prerouting"), ("mechanism", "kprobe")];
+    let nft = [
+        ("site", "nft_do_chain"),
+        ("hook", "PRE_ROUTING"),
+        ("table", "kube-proxy"),
+        ("chain", "nat-prerouting"),
+        ("mechanism", "kprobe"),
+    ];
     assert_eq!(s[&("pathcost_call_self_duration_seconds_count".into(), labels(&nft))], 1.0);
     // The calibration target is never a row.
     assert!(!text.contains("calibration"), "{text}");
@@ -146,7 +170,14 @@ fn kernel_histograms_losses_probes_and_self_cost_are_read_at_scrape_time() {
     assert_eq!(bucket("+Inf"), 4.0);
     assert_eq!(s[&("pathcost_kernel_call_self_seconds_total".into(), labels(&site))], 4e-6);
     assert_eq!(s[&("pathcost_kernel_call_max_seconds".into(), labels(&site))], 3e-6);
-    for (reason, v) in [("ring_reserve_failures", 3.0), ("unmatched_exits", 1.0), ("undecodable_events", 2.0), ("brackets_unclosed", 0.0), ("orphaned_frames", 0.0), ("depth_overflows", 0.0)] {
+    for (reason, v) in [
+        ("ring_reserve_failures", 3.0),
+        ("unmatched_exits", 1.0),
+        ("undecodable_events", 2.0),
+        ("brackets_unclosed", 0.0),
+        ("orphaned_frames", 0.0),
+        ("depth_overflows", 0.0),
+    ] {
         assert_eq!(s[&("pathcost_events_lost_total".into(), labels(&[("reason", reason)]))], v, "{reason}");
     }
     assert_eq!(s[&("pathcost_probe_events_total".into(), labels(&[("kind", "matched")]))], 9.0);

