@@ -43,7 +43,6 @@ async fn bracket_run(services: u32) -> TraceReport {
             bracket: Some(topo.bracket_filter().unwrap()),
         },
         calibrate: false,
-        interval: None,
         netns: Some(topo.node.inode().unwrap()),
         keep_calls: false,
     })

@@ -102,7 +102,6 @@ async fn bracket_agrees_with_an_independent_bpftrace_measurement() {
             bracket: Some(filter),
         },
         calibrate: false,
-        interval: None,
         netns: Some(filter.netns),
         keep_calls: false,
     })

@@ -58,7 +58,6 @@ async fn trace_while(topo: &Topology, site_names: &[&str], traffic: impl FnOnce(
             bracket: None,
         },
         calibrate: false,
-        interval: None,
         netns: Some(topo.node.inode().expect("node inode")),
         keep_calls: false,
     })

@@ -76,7 +76,6 @@ fn session(backend: Backend, topo: &Topology) -> Result<Session> {
             bracket: Some(topo.bracket_filter()?),
         },
         calibrate: false,
-        interval: None,
         netns: Some(topo.node.inode()?),
         keep_calls: false,
     })

@@ -72,7 +72,6 @@ pub async fn run(backend: Backend, packets: u64, iptables: &str) -> Result<Selft
             bracket: None,
         },
         calibrate: true,
-        interval: None,
         netns: Some(ns.inode()?),
         keep_calls: false,
     })?;

@@ -9,7 +9,7 @@ use tracer_ebpf::SiteId;
 use crate::{
     collection::{self, calibration, Call, EventStream, KernelMaps},
     probes::{
-        attach::{attach, AttachRequest, SiteStatus},
+        attach::{attach, AttachRequest, AttachedProbes, SiteStatus},
         Mechanism, ProbeSite,
     },
     report::TraceReport,
@@ -22,8 +22,6 @@ pub struct SessionOptions {
     pub request: AttachRequest,
     /// Measure the probes' own cost before collecting.
     pub calibrate: bool,
-    /// Print a live summary this often (`None`: only the final report).
-    pub interval: Option<Duration>,
     /// Keep only calls in this network namespace (inode); `None`: all.
     pub netns: Option<u32>,
     /// Also keep every call, for analyses by time window (the sweep).
@@ -32,7 +30,7 @@ pub struct SessionOptions {
 
 /// Attached probes collecting into statistics.
 pub struct Session {
-    probes: crate::probes::attach::AttachedProbes,
+    probes: AttachedProbes,
     maps: KernelMaps,
     events: EventStream,
     stats: CallStatistics,
@@ -61,11 +59,21 @@ impl CallFilter {
     }
 }
 
-impl Session {
-    /// Attaches (and calibrates) synchronously, so callers can start
-    /// traffic knowing the probes are live.
-    pub fn start(opts: &SessionOptions) -> Result<Session> {
-        let mut probes = attach(&opts.request)?;
+/// Attached, calibrated probes and their readers: what every measuring
+/// command (trace, sweep, serve) starts from.
+pub struct LiveProbes {
+    pub probes: AttachedProbes,
+    pub maps: KernelMaps,
+    pub events: EventStream,
+    pub corrections: calibration::Corrections,
+}
+
+impl LiveProbes {
+    /// Attaches, then (if asked) measures the probes' own cost for every
+    /// mechanism in use; synchronous, so callers can start traffic knowing
+    /// the probes are live.
+    pub fn start(request: &AttachRequest, calibrate: bool) -> Result<LiveProbes> {
+        let mut probes = attach(request)?;
         let maps = KernelMaps::take(&mut probes.ebpf)?;
         let mut events = EventStream::take(&mut probes.ebpf)?;
         let attached: Vec<(SiteId, Mechanism)> = probes
@@ -74,7 +82,7 @@ impl Session {
             .filter_map(|s| Some((ProbeSite::by_name(s.site)?.id, s.mechanism?)))
             .collect();
         let mut costs = Vec::new();
-        if opts.calibrate {
+        if calibrate {
             for m in [Mechanism::Fentry, Mechanism::Kprobe] {
                 if attached.iter().any(|&(_, used)| used == m) {
                     costs.push(calibration::calibrate(&mut probes.ebpf, &maps, m)?);
@@ -84,6 +92,15 @@ impl Session {
             }
         }
         let corrections = calibration::Corrections::new(costs, &attached);
+        Ok(LiveProbes { probes, maps, events, corrections })
+    }
+}
+
+impl Session {
+    /// Attaches (and calibrates) synchronously, so callers can start
+    /// traffic knowing the probes are live.
+    pub fn start(opts: &SessionOptions) -> Result<Session> {
+        let LiveProbes { probes, maps, events, corrections } = LiveProbes::start(&opts.request, opts.calibrate)?;
         Ok(Session {
             probes,
             maps,

@@ -12,8 +12,8 @@ use crate::cmd;
 
 /// Debian packages: LLVM 22 for bpf-linker, qemu + busybox for the VM, the
 /// netfilter/IPVS user-space tools that get copied into the VM's initramfs,
-/// and bpftrace, the independent measurement the bracket backend is checked
-/// against on the host.
+/// bpftrace, the independent measurement the bracket backend is checked
+/// against on the host, and shellcheck for the kind workflow's scripts.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libclang-22-dev",
@@ -30,6 +30,7 @@ const APT_PACKAGES: &[&str] = &[
     "kmod",
     "conntrack",
     "bpftrace",
+    "shellcheck",
 ];
 
 /// bpf-linker's default feature wants LLVM 23, which Debian does not have; 0.13 with

@@ -36,6 +36,24 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// Interface index of `dev` in pathcost's own network namespace.
+pub fn ifindex(dev: &str) -> Result<u32> {
+    let path = format!("/sys/class/net/{dev}/ifindex");
+    std::fs::read_to_string(&path)
+        .with_context(|| format!("no network device {dev} ({path})"))?
+        .trim()
+        .parse()
+        .with_context(|| format!("unreadable {path}"))
+}
+
+/// Inode of a network namespace file, which is what the probes record.
+pub fn netns_inode(path: &Path) -> Result<u32> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("cannot open network namespace {}", path.display()))?;
+    u32::try_from(meta.ino()).with_context(|| format!("{} is not a namespace file", path.display()))
+}
+
 /// Writes `text` to `output`, or stdout when it is `None` or `-`.
 pub fn write_output(text: &str, output: Option<&Path>) -> Result<()> {
     match output {

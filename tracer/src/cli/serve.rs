@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use tracer::{
     detection::{proxy_mode, CollectOptions},
     metrics::live::{self, ServeOptions},
@@ -14,7 +14,7 @@ use tracer::{
     trace::stop_signal,
 };
 
-use super::parse_duration;
+use super::{ifindex, netns_inode, parse_duration};
 
 /// Keep the probes attached and serve Prometheus metrics.
 ///
@@ -76,23 +76,6 @@ fn parse_kube_proxy_address(s: &str) -> Result<KubeProxyAddress, String> {
 }
 
 // The two look-ups below are the same as `trace`'s.
-
-/// Interface index of `dev` in pathcost's own network namespace.
-fn ifindex(dev: &str) -> Result<u32> {
-    let path = format!("/sys/class/net/{dev}/ifindex");
-    std::fs::read_to_string(&path)
-        .with_context(|| format!("no network device {dev} ({path})"))?
-        .trim()
-        .parse()
-        .with_context(|| format!("unreadable {path}"))
-}
-
-/// Inode of a network namespace file, which is what the probes record.
-fn netns_inode(path: &std::path::Path) -> Result<u32> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path).with_context(|| format!("cannot open network namespace {}", path.display()))?;
-    u32::try_from(meta.ino()).with_context(|| format!("{} is not a namespace file", path.display()))
-}
 
 pub async fn run(args: Args) -> Result<()> {
     let explicit = args.sites.is_some();

@@ -2,7 +2,7 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use tracer::{
     probes::{
         attach::{AttachRequest, BracketFilter},
@@ -12,7 +12,7 @@ use tracer::{
     trace::{stop_signal, Session, SessionOptions},
 };
 
-use super::{parse_duration, write_output};
+use super::{ifindex, netns_inode, parse_duration, write_output};
 
 /// Attach to the live kernel and time real traffic.
 ///
@@ -61,24 +61,6 @@ pub struct Args {
     export: Vec<tracer::report::export::ExportTarget>,
 }
 
-/// Interface index of `dev` in pathcost's own network namespace.
-fn ifindex(dev: &str) -> Result<u32> {
-    let path = format!("/sys/class/net/{dev}/ifindex");
-    std::fs::read_to_string(&path)
-        .with_context(|| format!("no network device {dev} ({path})"))?
-        .trim()
-        .parse()
-        .with_context(|| format!("unreadable {path}"))
-}
-
-/// Inode of a network namespace file, which is what the probes record.
-fn netns_inode(path: &std::path::Path) -> Result<u32> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot open network namespace {}", path.display()))?;
-    u32::try_from(meta.ino()).with_context(|| format!("{} is not a namespace file", path.display()))
-}
-
 pub async fn run(args: Args) -> Result<()> {
     let explicit = args.sites.is_some();
     let sites = args.sites.map_or_else(|| SITES.iter().filter(|s| s.default).collect(), |l| l.0);
@@ -91,7 +73,6 @@ pub async fn run(args: Args) -> Result<()> {
     let mut session = Session::start(&SessionOptions {
         request: AttachRequest { sites, explicit, backend: args.backend, emit_events: true, bracket: Some(bracket) },
         calibrate: !args.no_calibrate,
-        interval,
         netns,
         keep_calls: false,
     })?;

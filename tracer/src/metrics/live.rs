@@ -2,24 +2,19 @@
 //! feed every call into the metrics, answer scrapes, refresh the node
 //! detection, and on shutdown stop serving and detach everything.
 //!
-//! Attaching and calibrating follow [`crate::trace::Session::start`] step
-//! by step; the difference is that every call is handed to the metrics as
-//! it arrives (a Session keeps calls in its own statistics).
+//! It starts from the same [`LiveProbes`] as a trace session; the
+//! difference is that every call is handed to the metrics as it arrives
+//! (a Session keeps calls in its own statistics).
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tokio::{net::TcpListener, sync::watch};
-use tracer_ebpf::SiteId;
-
 use super::{http, node, CostMetrics, ProbeRun};
 use crate::{
-    collection::{calibration, EventStream, KernelMaps},
     detection::CollectOptions,
-    probes::{
-        attach::{attach, AttachRequest, AttachedProbes, SiteStatus},
-        Mechanism, ProbeSite,
-    },
+    probes::attach::{AttachRequest, SiteStatus},
+    trace::LiveProbes,
 };
 
 /// What `serve` attaches, and how it describes the node.
@@ -33,36 +28,6 @@ pub struct ServeOptions {
     /// Re-run node detection this often; `None`: once at start-up.
     pub refresh: Option<Duration>,
     pub detection: CollectOptions,
-}
-
-/// Attached, calibrated probes with their event stream.
-struct LiveProbes {
-    probes: AttachedProbes,
-    maps: KernelMaps,
-    events: EventStream,
-    corrections: calibration::Corrections,
-}
-
-impl LiveProbes {
-    fn start(opts: &ServeOptions) -> Result<LiveProbes> {
-        let mut probes = attach(&opts.request)?;
-        let maps = KernelMaps::take(&mut probes.ebpf)?;
-        let mut events = EventStream::take(&mut probes.ebpf)?;
-        let attached: Vec<(SiteId, Mechanism)> =
-            probes.sites.iter().filter_map(|s| Some((ProbeSite::by_name(s.site)?.id, s.mechanism?))).collect();
-        let mut costs = Vec::new();
-        if opts.calibrate {
-            for m in [Mechanism::Fentry, Mechanism::Kprobe] {
-                if attached.iter().any(|&(_, used)| used == m) {
-                    costs.push(calibration::calibrate(&mut probes.ebpf, &maps, m)?);
-                    // Its events are no measurement; make room for the next.
-                    events.drain(|_| {});
-                }
-            }
-        }
-        let corrections = calibration::Corrections::new(costs, &attached);
-        Ok(LiveProbes { probes, maps, events, corrections })
-    }
 }
 
 /// What a finished `serve` did, for its last words.
@@ -97,7 +62,7 @@ pub async fn serve(
     // what it attached is then dropped, detaching it, as soon as it is done.
     let attaching = {
         let opts = opts.clone();
-        tokio::task::spawn_blocking(move || LiveProbes::start(&opts))
+        tokio::task::spawn_blocking(move || LiveProbes::start(&opts.request, opts.calibrate))
     };
     tokio::pin!(stop);
     let live = tokio::select! {

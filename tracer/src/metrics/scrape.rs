@@ -199,7 +199,8 @@ impl ScrapeState {
 
     fn encode_packets(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         let (raw, corrected) = {
-            let p = self.packets.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut p = self.packets.lock().unwrap_or_else(PoisonError::into_inner);
+            p.expire(crate::synthesis::traffic::monotonic_ns());
             (hdr_buckets(&p.per_packet), hdr_buckets(&p.per_packet_corrected))
         };
         for (name, help, (sum, count, buckets)) in [

@@ -111,6 +111,23 @@ impl PacketTotals {
         self.hooks_per_packet.saturating_record(u64::from(p.hooks_seen.count_ones()).max(1));
     }
 
+    /// Closes the packets not seen for a quiet gap before `now_ns` (the
+    /// probes' clock): a long-running session's packets whose skb address
+    /// is never reused would otherwise stay open and uncounted.
+    pub fn expire(&mut self, now_ns: u64) {
+        let quiet: Vec<u64> = self
+            .open
+            .iter()
+            .filter(|(_, p)| p.last_end + QUIET_GAP_NS < now_ns)
+            .map(|(&skb, _)| skb)
+            .collect();
+        for skb in quiet {
+            if let Some(p) = self.open.remove(&skb) {
+                self.finish(p);
+            }
+        }
+    }
+
     /// Closes every packet still open (at the end of a run).
     pub fn flush(&mut self) {
         let open: Vec<_> = self.open.drain().map(|(_, p)| p).collect();
@@ -167,5 +184,16 @@ mod tests {
         assert_eq!(t.per_packet.max(), 1100); // 100 + 1000, nested time not counted twice
         assert_eq!(t.per_packet.min(), 50);
         assert_eq!(t.hooks_per_packet.max(), 4);
+    }
+
+    #[test]
+    fn quiet_packets_expire_and_recent_ones_stay_open() {
+        let mut t = PacketTotals::default();
+        t.record_raw(&hook_call(1, 0, 100, 100));
+        t.record_raw(&hook_call(2, 0, QUIET_GAP_NS + 1_000, 100));
+        t.expire(QUIET_GAP_NS + 500);
+        assert_eq!(t.per_packet.len(), 1, "only the first packet was quiet long enough");
+        t.flush();
+        assert_eq!(t.per_packet.len(), 2);
     }
 }

@@ -106,7 +106,6 @@ async fn measure_point(
             bracket: Some(topo.bracket_filter()?),
         },
         calibrate: true,
-        interval: None,
         netns: Some(topo.node.inode()?),
         keep_calls: true,
     })?;
