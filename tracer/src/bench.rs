@@ -10,7 +10,7 @@
 
 use std::{net::SocketAddrV4, time::{Duration, Instant}};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::{
@@ -141,15 +141,12 @@ async fn flood(backend: Backend, cluster: &Cluster, packets: u32, rng: &mut Spli
     let mut s = session(backend, &topo)?;
     let targets: Vec<(Protocol, SocketAddrV4)> = traffic::random_targets(cluster.service_ports(), packets, rng);
     let started = Instant::now();
-    // The sender blocks its thread; the ring is drained here meanwhile.
-    let (done_tx, done_rx) = tokio::sync::oneshot::channel::<()>();
-    let sender = tokio::task::spawn_blocking(move || {
-        let sent = traffic::new_connections(&topo, targets, Pace { rate: 0, max_time: Duration::from_secs(120) });
-        let _ = done_tx.send(());
-        (topo, sent)
-    });
-    s.collect_until(async { let _ = done_rx.await; }, None, |_| {}).await?;
-    let (topo, sent) = sender.await.context("flood sender")?;
+    let (topo, sent) = s
+        .collect_during(move || {
+            let sent = traffic::new_connections(&topo, targets, Pace { rate: 0, max_time: Duration::from_secs(120) });
+            (topo, sent)
+        })
+        .await?;
     let sent = sent?;
     let seconds = started.elapsed().as_secs_f64();
     s.collect_until(tokio::time::sleep(Duration::from_millis(300)), None, |_| {}).await?;

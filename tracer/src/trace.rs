@@ -3,7 +3,7 @@
 
 use std::{future::Future, time::{Duration, Instant}};
 
-use anyhow::Result;
+use anyhow::{Context as _, Result};
 use tracer_ebpf::SiteId;
 
 use crate::{
@@ -123,6 +123,30 @@ impl Session {
 
     pub fn maps(&self) -> &KernelMaps {
         &self.maps
+    }
+
+    /// Runs blocking `work` (traffic, typically) on its own thread while
+    /// draining the ring here, so no event waits for the work to end;
+    /// returns what the work returned.
+    pub async fn collect_during<T: Send + 'static>(
+        &mut self,
+        work: impl FnOnce() -> T + Send + 'static,
+    ) -> Result<T> {
+        let (done, finished) = tokio::sync::oneshot::channel::<()>();
+        let worker = tokio::task::spawn_blocking(move || {
+            let out = work();
+            let _ = done.send(());
+            out
+        });
+        self.collect_until(
+            async {
+                let _ = finished.await;
+            },
+            None,
+            |_| {},
+        )
+        .await?;
+        worker.await.context("the work running beside the collection panicked")
     }
 
     /// Collects events until `stop` completes, calling `live` every

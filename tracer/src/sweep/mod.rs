@@ -111,30 +111,43 @@ async fn measure_point(
     })?;
 
     progress("sending traffic");
+    // Traffic runs on its own thread while the ring is drained here, so a
+    // large --connections does not outgrow the ring.
     let mut rng = SplitMix64::new(opts.seed ^ 0x5eed);
-    let ports = cluster.service_ports();
-    let new_targets = traffic::random_targets(ports, opts.connections, &mut rng);
-    let new_window = traffic::new_connections(&topo, new_targets, opts.pace)?;
-
+    let new_targets = traffic::random_targets(cluster.service_ports(), opts.connections, &mut rng);
     let miss_ip = cluster
         .miss_address(MissTarget::UnallocatedClusterIp)
         .context("no unallocated service address for miss traffic")?;
     let miss_targets = vec![(Protocol::Udp, SocketAddrV4::new(miss_ip, SERVICE_PORT)); opts.miss as usize];
-    let miss_window = traffic::new_connections(&topo, miss_targets, opts.pace)?;
-
     // Established flows need a UDP service to echo.
-    let udp_ports: Vec<_> = ports.iter().filter(|p| p.protocol == Protocol::Udp).collect();
-    let established_window = if udp_ports.is_empty() || opts.established_flows == 0 {
-        Window::default()
+    let udp_ports: Vec<SocketAddrV4> = cluster
+        .service_ports()
+        .iter()
+        .filter(|p| p.protocol == Protocol::Udp)
+        .map(|p| SocketAddrV4::new(p.cluster_ip, p.port))
+        .collect();
+    let flows: Vec<SocketAddrV4> = if udp_ports.is_empty() {
+        Vec::new()
     } else {
-        let flows = (0..opts.established_flows)
-            .map(|_| {
-                let p = udp_ports[rng.below(udp_ports.len() as u64) as usize];
-                SocketAddrV4::new(p.cluster_ip, p.port)
-            })
-            .collect();
-        traffic::established_packets(&topo, &backend, flows, opts.packets_per_flow, opts.pace)?
+        (0..opts.established_flows).map(|_| udp_ports[rng.below(udp_ports.len() as u64) as usize]).collect()
     };
+    let (pace, packets_per_flow) = (opts.pace, opts.packets_per_flow);
+    let (topo, backend, windows) = session
+        .collect_during(move || {
+            let windows = (|| -> Result<[Window; 3]> {
+                let new = traffic::new_connections(&topo, new_targets, pace)?;
+                let miss = traffic::new_connections(&topo, miss_targets, pace)?;
+                let established = if flows.is_empty() {
+                    Window::default()
+                } else {
+                    traffic::established_packets(&topo, &backend, flows, packets_per_flow, pace)?
+                };
+                Ok([new, miss, established])
+            })();
+            (topo, backend, windows)
+        })
+        .await?;
+    let [new_window, miss_window, established_window] = windows?;
 
     // Let the reader catch up with the ring before detaching.
     session.collect_until(tokio::time::sleep(Duration::from_millis(300)), None, |_| {}).await?;
@@ -152,7 +165,7 @@ async fn measure_point(
         mode,
         services,
         endpoints: opts.endpoints,
-        service_ports: ports.len() as u32,
+        service_ports: cluster.service_ports().len() as u32,
         backend: mechanisms(&sites),
         kernel: report.kernel.clone(),
         program_ms: program_time.as_secs_f64() * 1000.0,
