@@ -186,6 +186,31 @@ pub struct Call {
     pub table: String,
 }
 
+#[cfg(test)]
+impl Call {
+    /// A completed call for tests: IPv4, outermost, no nested calls, self
+    /// time equal to its duration, verdict ACCEPT; tests set what they vary.
+    pub(crate) fn sample(site: SiteId, hook: u8, start_ns: u64, duration_ns: u64) -> Call {
+        Call {
+            site,
+            hook: Some(hook),
+            pf: 2,
+            cpu: 0,
+            depth: 0,
+            children: 0,
+            descendants: 0,
+            netns: 0,
+            skb: 0xffff_0000,
+            start_ns,
+            duration_ns,
+            self_ns: duration_ns,
+            ret: 1,
+            name: String::new(),
+            table: String::new(),
+        }
+    }
+}
+
 fn c_string(bytes: &[u8; NAME_LEN]) -> String {
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(NAME_LEN);
     String::from_utf8_lossy(&bytes[..end]).into_owned()

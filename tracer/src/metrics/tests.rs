@@ -48,23 +48,7 @@ fn status(site: &'static str, mechanism: Option<Mechanism>) -> SiteStatus {
 }
 
 fn call(site: SiteId, hook: u8, name: &str, table: &str, skb: u64, start: u64, dur: u64) -> Call {
-    Call {
-        site,
-        hook: Some(hook),
-        pf: 2,
-        cpu: 0,
-        depth: 0,
-        children: 0,
-        descendants: 0,
-        netns: 42,
-        skb,
-        start_ns: start,
-        duration_ns: dur,
-        self_ns: dur,
-        ret: 1,
-        name: name.into(),
-        table: table.into(),
-    }
+    Call { netns: 42, skb, name: name.into(), table: table.into(), ..Call::sample(site, hook, start, dur) }
 }
 
 fn metrics(netns: Option<u32>) -> CostMetrics {

@@ -161,23 +161,7 @@ mod tests {
     use super::*;
 
     fn call(site: SiteId, hook: u8, name: &str, table: &str, dur: u64, self_ns: u64) -> Call {
-        Call {
-            site,
-            hook: Some(hook),
-            pf: 2,
-            cpu: 0,
-            depth: 0,
-            children: 0,
-            descendants: 0,
-            netns: 0,
-            skb: 0xffff_0000,
-            start_ns: 1,
-            duration_ns: dur,
-            self_ns,
-            ret: 1,
-            name: name.into(),
-            table: table.into(),
-        }
+        Call { self_ns, name: name.into(), table: table.into(), ..Call::sample(site, hook, 1, dur) }
     }
 
     #[test]

@@ -142,23 +142,7 @@ mod tests {
     use super::*;
 
     fn hook_call(skb: u64, hook: u8, start: u64, dur: u64) -> Call {
-        Call {
-            site: SiteId::NfHookSlow,
-            hook: Some(hook),
-            pf: 2,
-            cpu: 0,
-            depth: 0,
-            children: 0,
-            descendants: 0,
-            netns: 0,
-            skb,
-            start_ns: start,
-            duration_ns: dur,
-            self_ns: dur,
-            ret: 1,
-            name: String::new(),
-            table: String::new(),
-        }
+        Call { skb, ..Call::sample(SiteId::NfHookSlow, hook, start, dur) }
     }
 
     impl PacketTotals {
