@@ -1,9 +1,15 @@
 //! Builds the eBPF object (tracer-ebpf's programs, for the bpfel target) so
-//! the loader can embed it with `include_bytes_aligned!`.
+//! the loader can embed it with `include_bytes_aligned!`, with the toolchain
+//! pinned in ebpf-toolchain.toml (never whatever `nightly` is on the machine).
 
 use anyhow::Context as _;
+use tracer_ebpf::toolchain::EbpfToolchain;
 
 fn main() -> anyhow::Result<()> {
+    let pins = EbpfToolchain::pinned().map_err(anyhow::Error::msg)?;
+    // `pathcost --version` names it, so a binary says what built its programs.
+    println!("cargo:rustc-env=PATHCOST_EBPF_RUSTC={}", pins.rustc);
+    println!("cargo:rustc-env=PATHCOST_EBPF_LLVM={}", pins.llvm_major);
     let metadata_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .context("tracer has no parent directory")?
@@ -17,6 +23,6 @@ fn main() -> anyhow::Result<()> {
             root_dir,
             ..Default::default()
         }],
-        aya_build::Toolchain::default(),
+        aya_build::Toolchain::Custom(pins.rustc),
     )
 }

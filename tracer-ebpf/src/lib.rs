@@ -7,6 +7,10 @@
 
 #![no_std]
 
+/// The pinned toolchain that builds these programs (for build scripts and xtask).
+#[cfg(not(target_arch = "bpf"))]
+pub mod toolchain;
+
 /// Deepest nesting of probed calls tracked per CPU. IPVS in NAT mode
 /// transmits from inside its input hook, so LOCAL_OUT and POST_ROUTING hooks
 /// (and their table walks) nest inside `ip_vs_in_hook`; with a peer's receive

@@ -7,6 +7,17 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// `pathcost --version`: the release and the toolchain that built the embedded
+/// eBPF programs (pinned in ebpf-toolchain.toml; the kind workflow checks it).
+const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (eBPF programs built by ",
+    env!("PATHCOST_EBPF_RUSTC"),
+    ", LLVM ",
+    env!("PATHCOST_EBPF_LLVM"),
+    ")"
+);
+
 /// What a packet pays, in nanoseconds measured inside the kernel, to find
 /// its Kubernetes service under kube-proxy's iptables, IPVS or nftables mode.
 ///
@@ -16,7 +27,7 @@ use clap::{Parser, Subcommand};
 /// CAP_BPF + CAP_PERFMON) and a kernel with BTF, and it never changes the
 /// node's rules.
 #[derive(Parser, Debug)]
-#[command(name = "pathcost", version, propagate_version = true)]
+#[command(name = "pathcost", version = VERSION, propagate_version = true)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -38,7 +38,7 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
 }
 
 /// Builds the `pathcost` binary; its build script compiles the eBPF object with
-/// nightly and bpf-linker (both found through PATH).
+/// the nightly pinned in ebpf-toolchain.toml and bpf-linker (found through PATH).
 pub fn pathcost(ws: &Workspace, release: bool) -> Result<PathBuf> {
     let artifacts = cargo_artifacts(ws, "build", &["-p", "tracer"], release)?;
     artifacts

@@ -32,7 +32,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Install what the build and the test VM need (apt packages, nightly rust-src,
+    /// Install what the build and the test VM need (apt packages, the pinned eBPF nightly,
     /// bpf-linker); each step is skipped quickly when already present.
     Setup,
     /// Build `pathcost` and the VM test binaries, and print their paths.

@@ -8,45 +8,58 @@ use std::process::Command;
 
 use anyhow::{bail, Context as _, Result};
 
+use tracer_ebpf::toolchain::EbpfToolchain;
+
 use crate::cmd;
 
-/// Debian packages: LLVM 22 for bpf-linker, qemu + busybox for the VM, the
-/// netfilter/IPVS user-space tools that get copied into the VM's initramfs,
-/// bpftrace, the independent measurement the bracket backend is checked
-/// against on the host, and shellcheck for the kind workflow's scripts.
-const APT_PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libclang-22-dev",
-    "libpolly-22-dev",
-    "qemu-system-x86",
-    "busybox-static",
-    "iptables",
-    "nftables",
-    "ipvsadm",
-    "ipset",
-    "cpio",
-    "xz-utils",
-    "iproute2",
-    "kmod",
-    "conntrack",
-    "bpftrace",
-    "shellcheck",
-];
+/// Debian packages: LLVM (`llvm-N-dev` and friends, N from ebpf-toolchain.toml) for
+/// bpf-linker, qemu + busybox for the VM, the netfilter/IPVS user-space tools that
+/// get copied into the VM's initramfs, bpftrace, the independent measurement the
+/// bracket backend is checked against on the host, and shellcheck for the kind
+/// workflow's scripts.
+fn apt_packages_wanted(pins: &EbpfToolchain) -> Vec<String> {
+    let llvm = pins.llvm_major;
+    let mut packages = vec![
+        format!("llvm-{llvm}-dev"),
+        format!("libclang-{llvm}-dev"),
+        format!("libpolly-{llvm}-dev"),
+    ];
+    packages.extend(
+        [
+            "qemu-system-x86",
+            "busybox-static",
+            "iptables",
+            "nftables",
+            "ipvsadm",
+            "ipset",
+            "cpio",
+            "xz-utils",
+            "iproute2",
+            "kmod",
+            "conntrack",
+            "bpftrace",
+            "shellcheck",
+        ]
+        .map(String::from),
+    );
+    packages
+}
 
-/// bpf-linker's default feature wants LLVM 23, which Debian does not have; 0.13 with
-/// `llvm-22` builds against llvm-22-dev.
-const BPF_LINKER_VERSION: &str = "0.13.0";
-const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// The toolchain pins of this checkout (ebpf-toolchain.toml).
+pub fn pins() -> Result<EbpfToolchain> {
+    EbpfToolchain::pinned().map_err(anyhow::Error::msg)
+}
 
 pub fn run() -> Result<()> {
-    apt_packages()?;
-    nightly_rust_src()?;
-    bpf_linker()?;
+    let pins = pins()?;
+    apt_packages(&pins)?;
+    ebpf_toolchain(&pins)?;
+    bpf_linker(&pins)?;
     Ok(())
 }
 
-fn apt_packages() -> Result<()> {
-    let missing = missing_apt_packages()?;
+fn apt_packages(pins: &EbpfToolchain) -> Result<()> {
+    let missing = missing_apt_packages(&apt_packages_wanted(pins))?;
     if missing.is_empty() {
         println!("setup: apt packages ... present");
         return Ok(());
@@ -79,21 +92,21 @@ fn apt_packages() -> Result<()> {
 
 /// All packages in one `dpkg-query` call; a package it does not know makes it exit
 /// non-zero, but it still reports the ones it knows.
-fn missing_apt_packages() -> Result<Vec<&'static str>> {
+fn missing_apt_packages(wanted: &[String]) -> Result<Vec<String>> {
     if which("dpkg-query").is_none() {
         // Not a dpkg system: everything counts as missing and the caller explains.
-        return Ok(APT_PACKAGES.to_vec());
+        return Ok(wanted.to_vec());
     }
     let output = cmd::output(
         Command::new("dpkg-query")
             .args(["-W", "-f=${Package} ${Status}\n"])
-            .args(APT_PACKAGES),
+            .args(wanted),
     )?;
     let listing = String::from_utf8_lossy(&output.stdout);
-    Ok(APT_PACKAGES
+    Ok(wanted
         .iter()
-        .copied()
         .filter(|pkg| !is_installed(&listing, pkg))
+        .cloned()
         .collect())
 }
 
@@ -137,60 +150,93 @@ fn is_debian_like(os_release: &str) -> bool {
     })
 }
 
-fn nightly_rust_src() -> Result<()> {
+/// The pinned nightly with rust-src (aya-build compiles `core` for the BPF target
+/// from it), then a check that its LLVM is the pinned one.
+fn ebpf_toolchain(pins: &EbpfToolchain) -> Result<()> {
+    let toolchain = pins.rustc;
     let installed = cmd::output(Command::new("rustup").args([
         "component",
         "list",
         "--toolchain",
-        "nightly",
+        toolchain,
         "--installed",
     ]))
-    .context("rustup is needed for the nightly toolchain that builds the eBPF crate")?;
+    .context("rustup is needed for the nightly toolchain that builds the eBPF programs")?;
     let has_src = installed.status.success()
         && String::from_utf8_lossy(&installed.stdout)
             .lines()
-            .any(|line| line.trim() == "rust-src");
+            .any(|line| line.trim().starts_with("rust-src"));
     if has_src {
-        println!("setup: nightly rust-src ... present");
-        return Ok(());
+        println!("setup: eBPF toolchain {toolchain} with rust-src ... present");
+    } else {
+        println!("setup: eBPF toolchain {toolchain} with rust-src ... installing");
+        cmd::run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            toolchain,
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
     }
-    println!("setup: nightly rust-src ... installing");
-    cmd::run(Command::new("rustup").args([
-        "toolchain",
-        "install",
-        "nightly",
-        "--profile",
-        "minimal",
-        "--component",
-        "rust-src",
-    ]))
+    let version = cmd::stdout(Command::new("rustup").args(["run", toolchain, "rustc", "-vV"]))?;
+    match rustc_llvm_major(&version) {
+        Some(major) if major == pins.llvm_major => Ok(()),
+        found => bail!(
+            "the eBPF toolchain {toolchain} is built on LLVM {}, but ebpf-toolchain.toml pins LLVM {llvm} \
+             (bpf-linker's, from llvm-{llvm}-dev); set `rustc` there to a dated nightly whose \
+             `rustup run <nightly> rustc -vV` says `LLVM version: {llvm}.x`",
+            found.map_or("(unknown)".to_owned(), |m| m.to_string()),
+            llvm = pins.llvm_major,
+        ),
+    }
 }
 
-fn bpf_linker() -> Result<()> {
-    let version = cmd::output(Command::new("bpf-linker").arg("--version")).ok();
-    let current = version
-        .filter(|out| out.status.success())
-        .map(|out| String::from_utf8_lossy(&out.stdout).into_owned());
-    if current.as_deref().is_some_and(same_minor_version) {
-        println!("setup: bpf-linker ... present");
+/// `LLVM version: 22.1.4` in `rustc -vV` output.
+fn rustc_llvm_major(version: &str) -> Option<u32> {
+    version
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version:"))
+        .and_then(|v| v.trim().split('.').next()?.parse().ok())
+}
+
+/// bpf-linker at the pinned release and on the pinned LLVM; anything else is
+/// rebuilt (an LLVM mismatch would otherwise surface as "Invalid record" at link
+/// time, far from its cause).
+fn bpf_linker(pins: &EbpfToolchain) -> Result<()> {
+    let found = installed_bpf_linker();
+    let wanted = (pins.bpf_linker.to_owned(), Some(pins.llvm_major));
+    if found.as_ref() == Some(&wanted) {
+        println!(
+            "setup: bpf-linker {} on LLVM {} ... present",
+            pins.bpf_linker, pins.llvm_major
+        );
         return Ok(());
     }
+    let was = found.map_or("not installed".to_owned(), |(version, llvm)| {
+        format!(
+            "found {version} on LLVM {}",
+            llvm.map_or("(unknown)".to_owned(), |m| m.to_string())
+        )
+    });
     println!(
-        "setup: bpf-linker ... installing {BPF_LINKER_VERSION}{}",
-        current.map_or(String::new(), |c| format!(" (found {})", c.trim()))
+        "setup: bpf-linker ... installing {} on LLVM {} ({was})",
+        pins.bpf_linker, pins.llvm_major
     );
     let install = |locked: bool| {
         let mut cargo = Command::new(crate::cargo());
-        cargo.env("LLVM_PREFIX", LLVM_PREFIX).args([
-            "install",
-            "bpf-linker",
-            "--version",
-            BPF_LINKER_VERSION,
-        ]);
+        cargo
+            .env("LLVM_PREFIX", format!("/usr/lib/llvm-{}", pins.llvm_major))
+            .args(["install", "bpf-linker", "--force", "--version", pins.bpf_linker]);
         if locked {
             cargo.arg("--locked");
         }
-        cargo.args(["--no-default-features", "--features", "llvm-22"]);
+        cargo.args([
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{}", pins.llvm_major),
+        ]);
         cmd::run(&mut cargo)
     };
     // The lock file pins what upstream tested; if one of its pins no longer resolves
@@ -198,18 +244,69 @@ fn bpf_linker() -> Result<()> {
     install(true).or_else(|err| {
         eprintln!("setup: locked install failed ({err:#}); retrying without --locked");
         install(false)
+    })?;
+    match installed_bpf_linker() {
+        Some((_, Some(llvm))) if llvm == pins.llvm_major => Ok(()),
+        _ => bail!(
+            "bpf-linker was rebuilt but does not run on LLVM {llvm}; check that \
+             /usr/lib/llvm-{llvm} holds llvm-{llvm}-dev and that no other bpf-linker comes first on PATH",
+            llvm = pins.llvm_major
+        ),
+    }
+}
+
+/// The bpf-linker on PATH: its release (`bpf-linker 0.13.0`) and the LLVM major
+/// it runs on.
+fn installed_bpf_linker() -> Option<(String, Option<u32>)> {
+    let path = which("bpf-linker")?;
+    let out = cmd::output(Command::new(&path).arg("--version")).ok()?;
+    let version = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)?
+        .to_owned();
+    Some((version, bpf_linker_llvm_major(&path)))
+}
+
+/// The LLVM a bpf-linker binary runs on: the `libLLVM.so.N` it loads (how a
+/// build against Debian's llvm-N-dev links), else the `llvm-N` feature cargo
+/// recorded when it installed it (a static build).
+fn bpf_linker_llvm_major(path: &std::path::Path) -> Option<u32> {
+    let from_ldd = cmd::stdout(Command::new("ldd").arg(path))
+        .ok()
+        .and_then(|listing| ldd_llvm_major(&listing));
+    from_ldd.or_else(|| {
+        let home = std::env::var_os("CARGO_HOME")
+            .map(std::path::PathBuf::from)
+            .or_else(|| Some(std::path::PathBuf::from(std::env::var_os("HOME")?).join(".cargo")))?;
+        let record = std::fs::read_to_string(home.join(".crates2.json")).ok()?;
+        installed_llvm_feature(&record)
     })
 }
 
-/// Any 0.13.x will do: `bpf-linker --version` prints `bpf-linker 0.13.0`.
-fn same_minor_version(version_line: &str) -> bool {
-    let wanted = BPF_LINKER_VERSION
-        .rsplit_once('.')
-        .map_or("", |(minor, _)| minor);
-    version_line.split_whitespace().any(|word| {
-        word.strip_prefix(wanted)
-            .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+/// `libLLVM.so.22.1 => ...` or `libLLVM-22.so => ...` in `ldd` output.
+fn ldd_llvm_major(listing: &str) -> Option<u32> {
+    listing.lines().find_map(|line| {
+        let name = line.trim().split_whitespace().next()?;
+        let rest = name
+            .strip_prefix("libLLVM.so.")
+            .or_else(|| name.strip_prefix("libLLVM-"))?;
+        rest.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok()
     })
+}
+
+/// The `llvm-N` feature of bpf-linker in cargo's install record.
+fn installed_llvm_feature(crates2_json: &str) -> Option<u32> {
+    let record: serde_json::Value = serde_json::from_str(crates2_json).ok()?;
+    let (_, install) = record
+        .get("installs")?
+        .as_object()?
+        .iter()
+        .find(|(key, _)| key.starts_with("bpf-linker "))?;
+    install
+        .get("features")?
+        .as_array()?
+        .iter()
+        .find_map(|f| f.as_str()?.strip_prefix("llvm-")?.parse().ok())
 }
 
 fn which(program: &str) -> Option<std::path::PathBuf> {
@@ -233,11 +330,23 @@ mod tests {
     }
 
     #[test]
-    fn bpf_linker_version() {
-        assert!(same_minor_version("bpf-linker 0.13.0\n"));
-        assert!(same_minor_version("bpf-linker 0.13.2"));
-        assert!(!same_minor_version("bpf-linker 0.130.0"));
-        assert!(!same_minor_version("bpf-linker 0.12.1"));
+    fn llvm_majors() {
+        let rustc = "rustc 1.101.0-nightly (0d1e2c3b4 2026-10-29)\nbinary: rustc\nLLVM version: 23.1.4\n";
+        assert_eq!(rustc_llvm_major(rustc), Some(23));
+        assert_eq!(rustc_llvm_major("rustc 1.95.0\n"), None);
+        let ldd = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibLLVM.so.22.1 => /usr/lib/llvm-22/lib/libLLVM.so.22.1 (0x00007fa4)\n";
+        assert_eq!(ldd_llvm_major(ldd), Some(22));
+        assert_eq!(ldd_llvm_major("\tlibLLVM-21.so => /x (0x1)\n"), Some(21));
+        assert_eq!(ldd_llvm_major("\tlibc.so.6 => /lib/libc.so.6 (0x1)\n"), None);
+        let crates2 = r#"{"installs":{"bpf-linker 0.13.0 (registry+x)":{"features":["llvm-22"]}}}"#;
+        assert_eq!(installed_llvm_feature(crates2), Some(22));
+    }
+
+    #[test]
+    fn apt_packages_follow_the_llvm_pin() {
+        let pins = pins().unwrap();
+        let wanted = apt_packages_wanted(&pins);
+        assert!(wanted.contains(&format!("llvm-{}-dev", pins.llvm_major)));
     }
 
     #[test]
