@@ -47,9 +47,17 @@ pub enum SiteId {
     /// the next `fib:fib_table_lookup` for it on the same CPU, which
     /// encloses the PREROUTING hooks. For kernels without kprobes/fentry.
     Bracket = 7,
+    /// Tracepoint transit: `net:netif_receive_skb` on the node's
+    /// client-facing device to `net:net_dev_start_xmit` of the same skb on
+    /// its backend-facing device. The one span every mode's forwarding
+    /// covers, whatever hook finds the service.
+    Transit = 8,
+    /// IPVS transmit (`ip_vs_nat_xmit`): runs inside the IPVS input hook,
+    /// so it is timed as a nested site and excluded from the hook's lookup.
+    IpvsXmit = 9,
 }
 
-pub const SITE_COUNT: usize = 8;
+pub const SITE_COUNT: usize = 10;
 
 impl SiteId {
     pub const ALL: [SiteId; SITE_COUNT] = [
@@ -61,6 +69,8 @@ impl SiteId {
         SiteId::IpvsConnInGet,
         SiteId::Calibration,
         SiteId::Bracket,
+        SiteId::Transit,
+        SiteId::IpvsXmit,
     ];
 
     pub const fn from_u32(v: u32) -> Option<SiteId> {
@@ -153,8 +163,8 @@ pub struct ProbeConfig {
     pub bracket: BracketConfig,
 }
 
-/// What the tracepoint bracket needs: where to find the device and its
-/// namespace from an skb, and which packets to bracket.
+/// What the tracepoint spans (bracket and transit) need: where to find the
+/// device and its namespace from an skb, and which packets to time.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct BracketConfig {
@@ -170,6 +180,9 @@ pub struct BracketConfig {
     pub ifindex: u32,
     /// Only packets in this network namespace (inode; 0: any).
     pub netns: u32,
+    /// Transit: the device a forwarded packet leaves by (0: transit off).
+    pub egress_ifindex: u32,
+    pub _pad: u32,
 }
 
 impl BracketConfig {
@@ -180,6 +193,8 @@ impl BracketConfig {
         flowi4_iif_off: NO_OFFSET,
         ifindex: 0,
         netns: 0,
+        egress_ifindex: 0,
+        _pad: 0,
     };
 }
 
@@ -217,6 +232,9 @@ pub struct Frame {
     /// Time spent in probed calls nested inside this one (for self time).
     pub child_ns: u64,
     pub skb: u64,
+    /// Time spent in nested transmit sites ([`SiteId::IpvsXmit`]), at any
+    /// depth: the forwarding a hook does from inside itself.
+    pub transmit_ns: u64,
     pub site: u16,
     /// Probed calls that completed directly inside this one.
     pub children: u16,
@@ -254,6 +272,8 @@ pub struct CallEvent {
     pub skb: u64,
     /// Entry timestamp (CLOCK_MONOTONIC), to group calls of one packet.
     pub start_ns: u64,
+    /// See [`Frame::transmit_ns`]: inclusive minus this is the lookup.
+    pub transmit_ns: u64,
     /// Return value truncated to 32 bits (a netfilter verdict for hooks).
     pub ret: i32,
     pub site: u32,
@@ -298,9 +318,16 @@ pub enum Counter {
     /// Brackets that never closed: the next packet on the CPU replaced them
     /// (the packet was dropped or consumed before routing).
     BracketsUnclosed = 9,
+    /// Transits opened by a packet arriving on the client-facing device.
+    TransitsOpened = 10,
+    /// Transits closed by the same skb leaving on the backend-facing device.
+    TransitsClosed = 11,
+    /// Transits the next arriving packet replaced: the packet was not
+    /// forwarded (dropped, delivered locally, or queued).
+    TransitsUnclosed = 12,
 }
 
-pub const COUNTER_COUNT: usize = 10;
+pub const COUNTER_COUNT: usize = 13;
 
 /// Per-CPU histogram slot for one site: log2 buckets plus running sums, so
 /// counts survive even when the ring buffer overflows.
@@ -315,8 +342,8 @@ pub struct SiteHistogram {
 }
 
 const _: () = assert!(core::mem::size_of::<SiteLayout>() == 20);
-const _: () = assert!(core::mem::size_of::<Frame>() == 104);
-const _: () = assert!(core::mem::size_of::<CallEvent>() == 120);
+const _: () = assert!(core::mem::size_of::<Frame>() == 112);
+const _: () = assert!(core::mem::size_of::<CallEvent>() == 128);
 const _: () = assert!(core::mem::size_of::<SiteHistogram>() == (HIST_BUCKETS + 4) * 8);
 const _: () = assert!(MAX_DEPTH.is_power_of_two());
 

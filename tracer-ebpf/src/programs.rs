@@ -40,6 +40,9 @@ static HISTOGRAMS: PerCpuArray<SiteHistogram> =
 #[map]
 static OPEN_BRACKET: PerCpuArray<OpenBracket> = PerCpuArray::with_max_entries(1, 0);
 
+#[map]
+static OPEN_TRANSIT: PerCpuArray<OpenBracket> = PerCpuArray::with_max_entries(1, 0);
+
 /// 4 MiB: about 37,000 events in flight. Userspace may resize it.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
@@ -276,6 +279,7 @@ fn on_entry<A: Args + EbpfContext>(ctx: &A, site: SiteId) -> u32 {
     frame.pf = at.pf;
     frame.netns = at.netns;
     frame.child_ns = 0;
+    frame.transmit_ns = 0;
     frame.name[0] = 0;
     frame.table[0] = 0;
     if layout.name_obj_arg != NO_ARG {
@@ -381,6 +385,9 @@ fn on_exit<C: EbpfContext>(ctx: &C, site: SiteId, skb: u64, ret: i64) -> u32 {
     if found > 0 {
         let parent = frame_at(&mut stack.frames, found - 1);
         parent.child_ns += duration;
+        // A transmit's whole time, or the transmits nested deeper: what the
+        // enclosing hook did after it had found the backend.
+        parent.transmit_ns += if site as u16 == SiteId::IpvsXmit as u16 { duration } else { frame.transmit_ns };
         parent.children = parent.children.saturating_add(1);
         parent.descendants = parent.descendants.saturating_add(frame.descendants).saturating_add(1);
     }
@@ -421,6 +428,7 @@ fn record_call(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i6
                 (*ev).self_ns = self_ns;
                 (*ev).skb = frame.skb;
                 (*ev).start_ns = frame.start_ns;
+                (*ev).transmit_ns = frame.transmit_ns;
                 (*ev).ret = ret as i32;
                 (*ev).site = site as u32;
                 (*ev).cpu = bpf_get_smp_processor_id();
@@ -447,38 +455,88 @@ fn record_call(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i6
 // lookup, all in one softirq: the time between the two tracepoints
 // encloses the hooks. Packets are matched by CPU and ingress ifindex.
 
-/// `TP_PROTO(struct sk_buff *skb)`
-#[raw_tracepoint(tracepoint = "netif_receive_skb")]
-pub fn bracket_open(ctx: RawTracePointContext) -> u32 {
+/// The interface index and namespace inode of `dev` (a `struct net_device *`).
+#[inline(always)]
+fn device(dev: u64) -> (u32, u32) {
     let cfg = &config().bracket;
-    let skb: u64 = ctx.arg(0);
+    let ifindex = read_u32(dev + cfg.dev_ifindex_off as u64);
+    let net = read_u64(dev + cfg.dev_net_off as u64);
+    let netns = if net != 0 { read_u32(net + config().net_inum_off as u64) } else { 0 };
+    (ifindex, netns)
+}
+
+/// The ingress device and namespace of a received skb, when they are the
+/// ones the spans time.
+#[inline(always)]
+fn ingress_match(skb: u64) -> Option<(u32, u32)> {
+    let cfg = &config().bracket;
     if skb == 0 || cfg.skb_dev_off == NO_OFFSET {
-        return 0;
+        return None;
     }
     let dev = read_u64(skb + cfg.skb_dev_off as u64);
     if dev == 0 {
-        return 0;
+        return None;
     }
-    let ifindex = read_u32(dev + cfg.dev_ifindex_off as u64);
+    let (ifindex, netns) = device(dev);
     // Loopback (ifindex 1) is never a node's ingress.
     if (cfg.ifindex != 0 && ifindex != cfg.ifindex) || (cfg.ifindex == 0 && ifindex == 1) {
-        return 0;
+        return None;
     }
-    let net = read_u64(dev + cfg.dev_net_off as u64);
-    let netns = if net != 0 { read_u32(net + config().net_inum_off as u64) } else { 0 };
     if cfg.netns != 0 && netns != cfg.netns {
-        return 0;
+        return None;
     }
-    let Some(open) = OPEN_BRACKET.get_ptr_mut(0) else { return 0 };
+    Some((ifindex, netns))
+}
+
+/// Starts a span on this CPU: a packet that was open and never closed is
+/// counted as unclosed and replaced.
+#[inline(always)]
+fn open_span(slot: &PerCpuArray<OpenBracket>, skb: u64, ifindex: u32, netns: u32, opened: Counter, unclosed: Counter) {
+    let Some(open) = slot.get_ptr_mut(0) else { return };
+    // SAFETY: a per-CPU array slot, valid for the whole program run; no other
+    // program touches this CPU's copy while this one runs (softirq context).
     let open = unsafe { &mut *open };
     if open.skb != 0 {
-        count(Counter::BracketsUnclosed);
+        count(unclosed);
     }
-    count(Counter::BracketsOpened);
+    count(opened);
     open.skb = skb;
     open.ifindex = ifindex;
     open.netns = netns;
+    // SAFETY: helper without preconditions.
     open.start_ns = unsafe { bpf_ktime_get_ns() };
+}
+
+/// Records a closed span as one call of `site` at PREROUTING (IPv4).
+#[inline(always)]
+fn close_span(site: SiteId, open: &mut OpenBracket, now: u64) {
+    let frame = Frame {
+        start_ns: open.start_ns,
+        child_ns: 0,
+        skb: open.skb,
+        transmit_ns: 0,
+        site: site as u16,
+        children: 0,
+        descendants: 0,
+        hook: 0, // NF_INET_PRE_ROUTING: both spans start before it
+        pf: 2,   // NFPROTO_IPV4
+        netns: open.netns,
+        _pad: 0,
+        name: [0; NAME_LEN],
+        table: [0; NAME_LEN],
+    };
+    open.skb = 0;
+    let duration = now.saturating_sub(frame.start_ns);
+    record_call(site, &frame, duration, duration, 0, 0);
+}
+
+/// `TP_PROTO(struct sk_buff *skb)`
+#[raw_tracepoint(tracepoint = "netif_receive_skb")]
+pub fn bracket_open(ctx: RawTracePointContext) -> u32 {
+    let skb: u64 = ctx.arg(0);
+    if let Some((ifindex, netns)) = ingress_match(skb) {
+        open_span(&OPEN_BRACKET, skb, ifindex, netns, Counter::BracketsOpened, Counter::BracketsUnclosed);
+    }
     0
 }
 
@@ -497,24 +555,52 @@ pub fn bracket_close(ctx: RawTracePointContext) -> u32 {
     if flp == 0 || read_u32(flp + cfg.flowi4_iif_off as u64) != open.ifindex {
         return 0;
     }
-    let frame = Frame {
-        start_ns: open.start_ns,
-        child_ns: 0,
-        skb: open.skb,
-        site: SiteId::Bracket as u16,
-        children: 0,
-        descendants: 0,
-        hook: 0, // NF_INET_PRE_ROUTING
-        pf: 2,   // NFPROTO_IPV4: fib_table_lookup is the IPv4 FIB
-        netns: open.netns,
-        _pad: 0,
-        name: [0; NAME_LEN],
-        table: [0; NAME_LEN],
-    };
-    open.skb = 0;
     count(Counter::BracketsClosed);
-    let duration = now.saturating_sub(frame.start_ns);
-    record_call(SiteId::Bracket, &frame, duration, duration, 0, 0);
+    close_span(SiteId::Bracket, open, now);
+    0
+}
+
+// Transit. A forwarded packet is received on the client-facing device and,
+// in the same softirq on the same CPU, transmitted on the backend-facing
+// one, whichever hook (PREROUTING DNAT, or IPVS at LOCAL_IN) found its
+// backend. The skb pointer is the same object on both sides (forwarding and
+// IPVS NAT rewrite it in place), so it identifies the packet.
+
+/// `TP_PROTO(struct sk_buff *skb)`
+#[raw_tracepoint(tracepoint = "netif_receive_skb")]
+pub fn transit_arrive(ctx: RawTracePointContext) -> u32 {
+    if config().bracket.egress_ifindex == 0 {
+        return 0;
+    }
+    let skb: u64 = ctx.arg(0);
+    if let Some((ifindex, netns)) = ingress_match(skb) {
+        open_span(&OPEN_TRANSIT, skb, ifindex, netns, Counter::TransitsOpened, Counter::TransitsUnclosed);
+    }
+    0
+}
+
+/// `TP_PROTO(const struct sk_buff *skb, const struct net_device *dev)`
+#[raw_tracepoint(tracepoint = "net_dev_start_xmit")]
+pub fn transit_depart(ctx: RawTracePointContext) -> u32 {
+    // SAFETY: helper without preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(open) = OPEN_TRANSIT.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's slot of a per-CPU array, valid for the program run.
+    let open = unsafe { &mut *open };
+    let skb: u64 = ctx.arg(0);
+    if open.skb == 0 || skb != open.skb {
+        return 0;
+    }
+    let dev: u64 = ctx.arg(1);
+    if dev == 0 {
+        return 0;
+    }
+    let (ifindex, netns) = device(dev);
+    if ifindex != config().bracket.egress_ifindex || netns != open.netns {
+        return 0;
+    }
+    count(Counter::TransitsClosed);
+    close_span(SiteId::Transit, open, now);
     0
 }
 
@@ -553,4 +639,5 @@ site_programs!(SiteId::NftDoChain, kprobe_nft_do_chain, kretprobe_nft_do_chain, 
 site_programs!(SiteId::IpvsIn, kprobe_ipvs_in, kretprobe_ipvs_in, fentry_ipvs_in, fexit_ipvs_in);
 site_programs!(SiteId::IpvsSchedule, kprobe_ipvs_schedule, kretprobe_ipvs_schedule, fentry_ipvs_schedule, fexit_ipvs_schedule);
 site_programs!(SiteId::IpvsConnInGet, kprobe_ipvs_conn_in_get, kretprobe_ipvs_conn_in_get, fentry_ipvs_conn_in_get, fexit_ipvs_conn_in_get);
+site_programs!(SiteId::IpvsXmit, kprobe_ipvs_xmit, kretprobe_ipvs_xmit, fentry_ipvs_xmit, fexit_ipvs_xmit);
 site_programs!(SiteId::Calibration, kprobe_calibration, kretprobe_calibration, fentry_calibration, fexit_calibration);

@@ -69,6 +69,7 @@ fn timed_phase(topo: &Topology, cluster: &Cluster, count: u32, rng: &mut SplitMi
 fn session(backend: Backend, topo: &Topology) -> Result<Session> {
     Session::start(&SessionOptions {
         request: AttachRequest {
+            transit: false,
             sites: SITES.iter().filter(|s| s.default).collect(),
             explicit: false,
             backend,

@@ -63,6 +63,7 @@ pub async fn run(backend: Backend, packets: u64, iptables: &str) -> Result<Selft
     let site = |name| ProbeSite::by_name(name).expect("built-in site name");
     let mut session = Session::start(&SessionOptions {
         request: AttachRequest {
+            transit: false,
             sites: vec![site("nf_hook_slow"), site("ipt_do_table")],
             explicit: false,
             backend,

@@ -128,13 +128,13 @@ fn corrupt_truncated_and_foreign_files_give_one_clear_line() {
         (dir.write("truncated.json", &full[..full.len() * 2 / 3]), "ends early at line".into()),
         (dir.write("garbage.json", "schema_version: 1\n"), "is not valid JSON".into()),
         (
-            dir.write("v2.json", &full.replacen("\"schema_version\": 1", "\"schema_version\": 2", 1)),
-            "has schema_version 2; this pathcost reads version 1".into(),
+            dir.write("v3.json", &full.replacen("\"schema_version\": 1", "\"schema_version\": 3", 1)),
+            "has schema_version 3; this pathcost reads versions 1 to 2".into(),
         ),
         (dir.write("noversion.json", "{\"points\": []}"), "a JSON object without schema_version".into()),
         (
             dir.write("schema.json", &full.replacen("\"services\": 10,", "\"services\": \"ten\",", 1)),
-            "does not match results schema version 1: invalid type".into(),
+            "does not match results schema version 2: invalid type".into(),
         ),
     ];
     for (path, expected) in cases {

@@ -410,7 +410,7 @@ fn point_warnings(p: &Point, warnings: &mut Vec<Warning>) {
 }
 
 /// The order counters are shown in; others follow by name.
-const COUNTER_ORDER: [&str; 12] = [
+const COUNTER_ORDER: [&str; 15] = [
     "entries",
     "matched",
     "unmatched_exits",
@@ -423,6 +423,9 @@ const COUNTER_ORDER: [&str; 12] = [
     "brackets_opened",
     "brackets_closed",
     "brackets_unclosed",
+    "transits_opened",
+    "transits_closed",
+    "transits_unclosed",
 ];
 
 /// Every counter of a `Losses` by name, read through its serialised form
@@ -438,7 +441,8 @@ pub fn loss_counters(l: &Losses) -> Vec<(String, u64)> {
 }
 
 /// Counters that count work done rather than events lost.
-pub const BOOKKEEPING_COUNTERS: [&str; 4] = ["entries", "matched", "brackets_opened", "brackets_closed"];
+pub const BOOKKEEPING_COUNTERS: [&str; 6] =
+    ["entries", "matched", "brackets_opened", "brackets_closed", "transits_opened", "transits_closed"];
 
 fn total_losses(points: &[Point]) -> Losses {
     let mut sums: Vec<(String, u64)> = Vec::new();
@@ -465,7 +469,7 @@ type LossCounter = fn(&Losses) -> u64;
 type LossMessage = fn(u64, &str) -> String;
 
 /// The loss counters, each with what it means and what to do about it.
-pub const LOSS_COUNTERS: [(&str, LossCounter, LossMessage); 8] = [
+pub const LOSS_COUNTERS: [(&str, LossCounter, LossMessage); 9] = [
     ("ring_reserve_failures", |l| l.ring_reserve_failures, |n, at| {
         format!(
             "the ring buffer dropped {} ({at}); those calls are missing from the percentiles: lower --connections or --rate",
@@ -512,6 +516,12 @@ pub const LOSS_COUNTERS: [(&str, LossCounter, LossMessage); 8] = [
         format!(
             "{} never reached a route lookup ({at}): dropped or consumed before routing, so not in the figures; many of them mean the bracket missed traffic (check --device)",
             count(n, "tracepoint bracket", "tracepoint brackets")
+        )
+    }),
+    ("transits_unclosed", |l| l.transits_unclosed, |n, at| {
+        format!(
+            "{} arrived but never left towards the backend ({at}): not forwarded (dropped, or delivered locally), so not in the transit figures",
+            count(n, "packet", "packets")
         )
     }),
 ];

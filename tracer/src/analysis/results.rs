@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::{
     collection::{calibration::SelfCost, Losses},
     statistics::Summary,
-    sweep::results::{TrafficCounts, SCHEMA_VERSION},
+    sweep::results::{LookupFigure, TrafficCounts, SCHEMA_VERSION},
     synthesis::program::Mode,
 };
 
@@ -43,7 +43,7 @@ pub enum LoadError {
     },
     #[error("results file {path} is {what}, not a pathcost sweep results file ({hint})")]
     NotResults { path: String, what: &'static str, hint: &'static str },
-    #[error("results file {path} has schema_version {found}; this pathcost reads version {SCHEMA_VERSION}")]
+    #[error("results file {path} has schema_version {found}; this pathcost reads versions 1 to {SCHEMA_VERSION}")]
     WrongVersion { path: String, found: String },
     #[error("results file {path} does not match results schema version {SCHEMA_VERSION}: {source}")]
     Schema {
@@ -103,6 +103,16 @@ pub struct Point {
     pub kernel: String,
     /// Control-plane cost: wall time to program the rules.
     pub program_ms: f64,
+    /// The like-for-like figure: a forwarded packet's transit through the
+    /// node, with only the transit tracepoints attached. Zero counts in
+    /// version 1 files, which predate it.
+    #[serde(default)]
+    pub transit_new_connection: Summary,
+    #[serde(default)]
+    pub transit_established_packet: Summary,
+    /// The call that finds a new connection's service, named per mode.
+    #[serde(default)]
+    pub lookup_new_connection: Option<LookupFigure>,
     pub sites: Vec<SiteRow>,
     pub per_new_connection: Summary,
     /// As measured, before the probes' own cost was removed. Absent in
@@ -178,7 +188,9 @@ impl Results {
                     hint: "pathcost report reads the results.json a sweep writes",
                 })
             }
-            Some(v) if v.as_u64() == Some(u64::from(SCHEMA_VERSION)) => {}
+            // Version 1 lacks the transit and lookup figures, which read
+            // as absent (zero counts, no lookup); nothing else changed.
+            Some(v) if v.as_u64().is_some_and(|v| (1..=u64::from(SCHEMA_VERSION)).contains(&v)) => {}
             Some(v) => return Err(LoadError::WrongVersion { path, found: v.to_string() }),
         }
         if object.contains_key("per_packet") && !object.contains_key("points") {
@@ -260,14 +272,14 @@ mod tests {
             ("{\"schema_version\": 1,, }".into(), "results file r.json is not valid JSON: "),
             ("[1, 2]".into(), "results file r.json is a JSON value that is not an object"),
             ("{\"points\": []}".into(), "results file r.json is a JSON object without schema_version"),
-            (full.replacen("\"schema_version\": 1", "\"schema_version\": 2", 1),
-             "results file r.json has schema_version 2; this pathcost reads version 1"),
+            (full.replacen("\"schema_version\": 1", "\"schema_version\": 3", 1),
+             "results file r.json has schema_version 3; this pathcost reads versions 1 to 2"),
             (full.replacen("\"schema_version\": 1", "\"schema_version\": \"1\"", 1),
-             "results file r.json has schema_version \"1\"; this pathcost reads version 1"),
+             "results file r.json has schema_version \"1\"; this pathcost reads versions 1 to 2"),
             (full.replacen("\"mode\": \"ipvs\"", "\"mode\": \"kernelspace\"", 1),
-             "results file r.json does not match results schema version 1: unknown variant `kernelspace`"),
+             "results file r.json does not match results schema version 2: unknown variant `kernelspace`"),
             (full.replacen("\"program_ms\"", "\"program_seconds\"", 1),
-             "results file r.json does not match results schema version 1: missing field `program_ms` at line"),
+             "results file r.json does not match results schema version 2: missing field `program_ms` at line"),
             ("{\"schema_version\": 1, \"kernel\": \"x\", \"duration_s\": 1.0, \"rows\": [], \"per_packet\": {}}".into(),
              "results file r.json is a trace report, not a pathcost sweep results file"),
         ];
@@ -334,6 +346,13 @@ mod tests {
                 backend: "kprobe".into(),
                 kernel: "6.12.0".into(),
                 program_ms: 1.5,
+                transit_new_connection: summary,
+                transit_established_packet: summary,
+                lookup_new_connection: Some(w::LookupFigure {
+                    what: Mode::Nftables.lookup().describe(),
+                    mechanism: crate::probes::Mechanism::Kprobe,
+                    summary,
+                }),
                 sites: vec![crate::report::SiteRow {
                     site: "nft_do_chain",
                     hook: "PRE_ROUTING",
@@ -351,7 +370,13 @@ mod tests {
                 per_established_packet_raw: summary,
                 per_miss_packet: summary,
                 per_miss_packet_raw: summary,
-                traffic: TrafficCounts { new_connections: 5, miss_packets: 1, established_packets: 2 },
+                traffic: TrafficCounts {
+                    new_connections: 5,
+                    miss_packets: 1,
+                    established_packets: 2,
+                    transit_new_connections: 5,
+                    transit_established_packets: 2,
+                },
                 losses: Losses::default(),
                 self_cost: vec![SelfCost {
                     mechanism: "kprobe".into(),

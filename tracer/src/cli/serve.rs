@@ -84,9 +84,17 @@ pub async fn run(args: Args) -> Result<()> {
     let bracket = BracketFilter {
         ifindex: args.device.as_deref().map(ifindex).transpose()?.unwrap_or(0),
         netns: netns.unwrap_or(0),
+        egress_ifindex: 0,
     };
     let options = ServeOptions {
-        request: AttachRequest { sites, explicit, backend: args.backend, emit_events: true, bracket: Some(bracket) },
+        request: AttachRequest {
+            sites,
+            explicit,
+            backend: args.backend,
+            emit_events: true,
+            bracket: Some(bracket),
+            transit: false,
+        },
         calibrate: !args.no_calibrate,
         netns,
         refresh: (!args.refresh.is_zero()).then_some(args.refresh),

@@ -55,6 +55,14 @@ pub struct Args {
     /// up in pathcost's own namespace); default: every device but lo.
     #[arg(long)]
     device: Option<String>,
+    /// Also time each forwarded packet's transit: from its arrival on
+    /// --device to its departure on this device (net:netif_receive_skb to
+    /// net:net_dev_start_xmit of the same skb). Covers packets the node
+    /// forwards (to a pod or a remote endpoint); not packets delivered to a
+    /// local socket (hostNetwork endpoints) nor those sent by the node
+    /// itself.
+    #[arg(long, requires = "device")]
+    egress_device: Option<String>,
     /// Also write FORMAT (table, md, csv, json) to PATH ("-" is
     /// stdout); repeatable, e.g. --export md=trace.md --export csv=calls.csv.
     #[arg(long, value_name = "FORMAT=PATH")]
@@ -69,9 +77,17 @@ pub async fn run(args: Args) -> Result<()> {
     let bracket = BracketFilter {
         ifindex: args.device.as_deref().map(ifindex).transpose()?.unwrap_or(0),
         netns: netns.unwrap_or(0),
+        egress_ifindex: args.egress_device.as_deref().map(ifindex).transpose()?.unwrap_or(0),
     };
     let mut session = Session::start(&SessionOptions {
-        request: AttachRequest { sites, explicit, backend: args.backend, emit_events: true, bracket: Some(bracket) },
+        request: AttachRequest {
+            sites,
+            explicit,
+            backend: args.backend,
+            emit_events: true,
+            bracket: Some(bracket),
+            transit: args.egress_device.is_some(),
+        },
         calibrate: !args.no_calibrate,
         netns,
         keep_calls: false,

@@ -34,11 +34,58 @@ pub struct Losses {
     pub brackets_closed: u64,
     #[serde(default)]
     pub brackets_unclosed: u64,
+    /// Transit: opened by a packet arriving on the client-facing device,
+    /// closed when the same skb leaves on the backend-facing one, or never
+    /// closed (not forwarded: dropped, delivered locally).
+    #[serde(default)]
+    pub transits_opened: u64,
+    #[serde(default)]
+    pub transits_closed: u64,
+    #[serde(default)]
+    pub transits_unclosed: u64,
     /// Runs of our programs the kernel skipped because another BPF program
     /// was already running on that CPU (`recursion_misses` in
     /// `bpf_prog_info`, kernels 5.12+; 0 where not exposed).
     #[serde(default)]
     pub bpf_recursion_misses: u64,
+}
+
+impl Losses {
+    /// Adds another session's counters (the sweep's two phases).
+    pub fn absorb(&mut self, other: &Losses) {
+        let Losses {
+            entries,
+            matched,
+            unmatched_exits,
+            depth_overflows,
+            orphaned_frames,
+            ring_reserve_failures,
+            negative_durations,
+            undecodable_events,
+            brackets_opened,
+            brackets_closed,
+            brackets_unclosed,
+            transits_opened,
+            transits_closed,
+            transits_unclosed,
+            bpf_recursion_misses,
+        } = *other;
+        self.entries += entries;
+        self.matched += matched;
+        self.unmatched_exits += unmatched_exits;
+        self.depth_overflows += depth_overflows;
+        self.orphaned_frames += orphaned_frames;
+        self.ring_reserve_failures += ring_reserve_failures;
+        self.negative_durations += negative_durations;
+        self.undecodable_events += undecodable_events;
+        self.brackets_opened += brackets_opened;
+        self.brackets_closed += brackets_closed;
+        self.brackets_unclosed += brackets_unclosed;
+        self.transits_opened += transits_opened;
+        self.transits_closed += transits_closed;
+        self.transits_unclosed += transits_unclosed;
+        self.bpf_recursion_misses += bpf_recursion_misses;
+    }
 }
 
 /// One site's in-kernel histogram for one hook, summed over CPUs.
@@ -118,6 +165,9 @@ impl KernelMaps {
             brackets_opened: sums[Counter::BracketsOpened as usize],
             brackets_closed: sums[Counter::BracketsClosed as usize],
             brackets_unclosed: sums[Counter::BracketsUnclosed as usize],
+            transits_opened: sums[Counter::TransitsOpened as usize],
+            transits_closed: sums[Counter::TransitsClosed as usize],
+            transits_unclosed: sums[Counter::TransitsUnclosed as usize],
             // Filled by the session, which owns the programs.
             bpf_recursion_misses: 0,
         })
@@ -179,6 +229,8 @@ pub struct Call {
     pub start_ns: u64,
     pub duration_ns: u64,
     pub self_ns: u64,
+    /// Time in nested transmit sites (IPVS forwarding from inside its hook).
+    pub transmit_ns: u64,
     pub ret: i32,
     /// iptables table name, or nf_tables chain name.
     pub name: String,
@@ -204,6 +256,7 @@ impl Call {
             start_ns,
             duration_ns,
             self_ns: duration_ns,
+            transmit_ns: 0,
             ret: 1,
             name: String::new(),
             table: String::new(),
@@ -239,6 +292,7 @@ impl Call {
             start_ns: ev.start_ns,
             duration_ns: ev.duration_ns,
             self_ns: ev.self_ns,
+            transmit_ns: ev.transmit_ns,
             ret: ev.ret,
             name: c_string(&ev.name),
             table: c_string(&ev.table),

@@ -153,6 +153,7 @@ fn mechanism_name(m: Option<Mechanism>) -> &'static str {
         Some(Mechanism::Fentry) => "fentry",
         Some(Mechanism::Kprobe) => "kprobe",
         Some(Mechanism::Bracket) => "bracket",
+        Some(Mechanism::Tracepoints) => "tracepoints",
         None => "none",
     }
 }

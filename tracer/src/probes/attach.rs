@@ -32,18 +32,24 @@ pub struct AttachRequest {
     /// Send one event per call to userspace (exact histograms). Without it
     /// only the in-kernel log2 histograms and counters are kept.
     pub emit_events: bool,
-    /// Packets the tracepoint bracket may time, used with
-    /// `Backend::Bracket`, or by `Backend::Auto` when no site attaches.
+    /// Packets the tracepoint spans may time: the bracket, used with
+    /// `Backend::Bracket`, or by `Backend::Auto` when no site attaches; the
+    /// transit when `transit` is set.
     pub bracket: Option<BracketFilter>,
+    /// Also time each forwarded packet's transit (needs a filter with an
+    /// egress device). With no `sites`, the transit is all that attaches.
+    pub transit: bool,
 }
 
-/// Which packets the tracepoint bracket times.
+/// Which packets the tracepoint spans time.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BracketFilter {
     /// Ingress interface index (0: any but loopback).
     pub ifindex: u32,
     /// Network namespace inode (0: any).
     pub netns: u32,
+    /// Egress interface index for the transit (0: no transit).
+    pub egress_ifindex: u32,
 }
 
 /// Outcome for one site.
@@ -179,14 +185,18 @@ pub fn attach_calibration(ebpf: &mut Ebpf, mechanism: Mechanism, symbol: &str) -
             };
             attach_fentry(ebpf, &r, &btf)
         }
-        Mechanism::Bracket => bail!("the tracepoint bracket has no calibration pair"),
+        Mechanism::Bracket | Mechanism::Tracepoints => bail!("the tracepoint spans have no calibration pair"),
     }
 }
 
-/// Attaches the two tracepoint programs of the bracket (close first, so no
-/// bracket opens before something can close it).
-fn attach_bracket(ebpf: &mut Ebpf) -> Result<()> {
-    for (name, tracepoint) in [("bracket_close", "fib_table_lookup"), ("bracket_open", "netif_receive_skb")] {
+/// The bracket's two tracepoint programs, closing one first, so no span
+/// opens before something can close it.
+const BRACKET_PROGRAMS: [(&str, &str); 2] = [("bracket_close", "fib_table_lookup"), ("bracket_open", "netif_receive_skb")];
+/// The transit's two tracepoint programs, in the same order.
+const TRANSIT_PROGRAMS: [(&str, &str); 2] = [("transit_depart", "net_dev_start_xmit"), ("transit_arrive", "netif_receive_skb")];
+
+fn attach_tracepoints(ebpf: &mut Ebpf, programs: &[(&str, &str)]) -> Result<()> {
+    for &(name, tracepoint) in programs {
         let prog: &mut RawTracePoint = program(ebpf, name)?.try_into()?;
         prog.load().with_context(|| format!("loading the {tracepoint} raw tracepoint program"))?;
         prog.attach(tracepoint).with_context(|| format!("attaching to raw tracepoint {tracepoint}"))?;
@@ -194,14 +204,13 @@ fn attach_bracket(ebpf: &mut Ebpf) -> Result<()> {
     Ok(())
 }
 
-fn bracket_status(mechanism: Option<Mechanism>, notes: Vec<String>) -> SiteStatus {
-    SiteStatus {
-        site: super::BRACKET.name,
-        symbol: Some("net:netif_receive_skb..fib:fib_table_lookup".into()),
-        module: None,
-        mechanism,
-        notes,
-    }
+fn span_status(site: &ProbeSite, mechanism: Option<Mechanism>, notes: Vec<String>) -> SiteStatus {
+    let symbol = if site.id == tracer_ebpf::SiteId::Transit {
+        "net:netif_receive_skb..net:net_dev_start_xmit"
+    } else {
+        "net:netif_receive_skb..fib:fib_table_lookup"
+    };
+    SiteStatus { site: site.name, symbol: Some(symbol.into()), module: None, mechanism, notes }
 }
 
 /// Loads the programs and attaches every requested site it can.
@@ -227,9 +236,12 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
     cfg.emit_events = u32::from(req.emit_events);
     let bracket_only = req.backend == Backend::Bracket;
     if let Some(f) = req.bracket {
-        cfg.bracket = layout::bracket_config(&vmlinux, f.ifindex, f.netns)?;
+        cfg.bracket = layout::bracket_config(&vmlinux, f.ifindex, f.netns, f.egress_ifindex)?;
     } else if bracket_only {
         bail!("the bracket backend needs to know which packets to time (an ingress device)");
+    }
+    if req.transit && req.bracket.is_none_or(|f| f.ifindex == 0 || f.egress_ifindex == 0) {
+        bail!("the transit needs both of the node's devices: where packets arrive and where they leave");
     }
     let mut statuses = Vec::new();
     let mut resolved = Vec::new();
@@ -278,7 +290,9 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
                     Err(anyhow!("kernel has no kprobes (CONFIG_KPROBES unset)"))
                 }
                 Mechanism::Kprobe => attach_kprobe(&mut ebpf, r.site, &r.symbol),
-                Mechanism::Bracket => Err(anyhow!("the bracket is not a per-function mechanism")),
+                Mechanism::Bracket | Mechanism::Tracepoints => {
+                    Err(anyhow!("tracepoint spans are not a per-function mechanism"))
+                }
             };
             match result {
                 Ok(()) => {
@@ -308,20 +322,26 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
 
     // The tracepoint bracket: asked for, or the fallback of `auto` when no
     // function could be probed at all.
-    let wants_bracket = bracket_only || (req.backend == Backend::Auto && req.bracket.is_some());
+    let transit_only = req.transit && req.sites.is_empty();
+    let wants_bracket = bracket_only || (req.backend == Backend::Auto && req.bracket.is_some() && !transit_only);
     if wants_bracket && !statuses.iter().any(SiteStatus::attached) {
         let why = if bracket_only { "asked for with --backend bracket" } else { "no site could be probed" };
         let attached = match crate::capabilities::bracket_unavailable_reason() {
             Some(reason) => Err(anyhow!(reason)),
-            None => attach_bracket(&mut ebpf),
+            None => attach_tracepoints(&mut ebpf, &BRACKET_PROGRAMS),
         };
         match attached {
-            Ok(()) => statuses.push(bracket_status(Some(Mechanism::Bracket), vec![why.into()])),
+            Ok(()) => statuses.push(span_status(&super::BRACKET, Some(Mechanism::Bracket), vec![why.into()])),
             Err(e) if bracket_only => {
                 bail!("the tracepoint bracket backend cannot attach on kernel {}: {e:#}", kernel.release)
             }
-            Err(e) => statuses.push(bracket_status(None, vec![format!("bracket: {e:#}")])),
+            Err(e) => statuses.push(span_status(&super::BRACKET, None, vec![format!("bracket: {e:#}")])),
         }
+    }
+    if req.transit {
+        attach_tracepoints(&mut ebpf, &TRANSIT_PROGRAMS)
+            .with_context(|| format!("the transit tracepoints cannot attach on kernel {}", kernel.release))?;
+        statuses.push(span_status(&super::TRANSIT, Some(Mechanism::Tracepoints), vec![]));
     }
 
     if !statuses.iter().any(SiteStatus::attached) {

@@ -40,7 +40,7 @@ pub fn base_config(vmlinux: &Btf) -> Result<ProbeConfig> {
 
 /// Offsets the tracepoint bracket reads: the skb's device, its ifindex and
 /// namespace, and the input interface of a route lookup.
-pub fn bracket_config(vmlinux: &Btf, ifindex: u32, netns: u32) -> Result<BracketConfig> {
+pub fn bracket_config(vmlinux: &Btf, ifindex: u32, netns: u32, egress_ifindex: u32) -> Result<BracketConfig> {
     Ok(BracketConfig {
         skb_dev_off: offset(vmlinux, "sk_buff", "dev")?,
         dev_ifindex_off: offset(vmlinux, "net_device", "ifindex")?,
@@ -48,6 +48,8 @@ pub fn bracket_config(vmlinux: &Btf, ifindex: u32, netns: u32) -> Result<Bracket
         flowi4_iif_off: offset(vmlinux, "flowi4", "__fl_common.flowic_iif")?,
         ifindex,
         netns,
+        egress_ifindex,
+        _pad: 0,
     })
 }
 
@@ -86,10 +88,10 @@ pub fn site_layout(id: SiteId, symbol: &str, btf: &Btf) -> Result<SiteLayout> {
             l.table_name_off = offset(btf, "nft_table", "name")?;
             l.table_name_is_ptr = is_pointer(btf, "nft_table", "name")?;
         }
-        SiteId::IpvsSchedule => {
+        SiteId::IpvsSchedule | SiteId::IpvsXmit => {
             l.skb_arg = param(&params, "skb").unwrap_or(NO_ARG);
         }
-        SiteId::IpvsConnInGet | SiteId::Calibration | SiteId::Bracket => {}
+        SiteId::IpvsConnInGet | SiteId::Calibration | SiteId::Bracket | SiteId::Transit => {}
     }
     Ok(l)
 }

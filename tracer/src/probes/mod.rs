@@ -28,7 +28,7 @@ pub struct ProbeSite {
     pub program_stem: &'static str,
 }
 
-pub const SITES: [ProbeSite; 6] = [
+pub const SITES: [ProbeSite; 7] = [
     ProbeSite {
         id: SiteId::NfHookSlow,
         name: "nf_hook_slow",
@@ -78,6 +78,18 @@ pub const SITES: [ProbeSite; 6] = [
         default: false,
         program_stem: "ipvs_conn_in_get",
     },
+    ProbeSite {
+        id: SiteId::IpvsXmit,
+        name: "ip_vs_nat_xmit",
+        // IPVS's NAT (masquerade) forwarding, what kube-proxy's IPVS mode
+        // uses. It runs inside the input hook: timing it as a nested site
+        // lets the hook's lookup exclude the forwarding (re-route,
+        // LOCAL_OUT, POSTROUTING, transmit), probed parts or not.
+        symbols: &["ip_vs_nat_xmit"],
+        module: Some("ip_vs"),
+        default: true,
+        program_stem: "ipvs_xmit",
+    },
 ];
 
 /// Not a measured site: the function whose probed and unprobed run times
@@ -103,10 +115,23 @@ pub const BRACKET: ProbeSite = ProbeSite {
     program_stem: "bracket",
 };
 
+/// Not a function: the transit of a forwarded packet through the node,
+/// from `net:netif_receive_skb` on the client-facing device to
+/// `net:net_dev_start_xmit` of the same skb on the backend-facing device.
+/// The same span in every mode, whichever hook finds the service.
+pub const TRANSIT: ProbeSite = ProbeSite {
+    id: SiteId::Transit,
+    name: "transit",
+    symbols: &[],
+    module: None,
+    default: false,
+    program_stem: "transit",
+};
+
 impl ProbeSite {
-    /// Any site by id, including the calibration target and the bracket.
+    /// Any site by id, including the calibration target and the tracepoint spans.
     pub fn by_id(id: SiteId) -> Option<&'static ProbeSite> {
-        SITES.iter().chain([&CALIBRATION, &BRACKET]).find(|s| s.id == id)
+        SITES.iter().chain([&CALIBRATION, &BRACKET, &TRANSIT]).find(|s| s.id == id)
     }
 
     pub fn by_name(name: &str) -> Option<&'static ProbeSite> {
@@ -121,7 +146,7 @@ impl ProbeSite {
 }
 
 /// How a site's entry and exit are observed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mechanism {
     /// BPF trampolines: lowest overhead, needs BTF and unlocked ftrace.
@@ -131,6 +156,9 @@ pub enum Mechanism {
     /// Two tracepoints bracketing the PREROUTING hooks: coarser (it times
     /// the hooks together, plus the IP receive path), but needs neither.
     Bracket,
+    /// Two tracepoints around a forwarded packet's whole transit (the
+    /// transit span): arrival on one device to departure on the other.
+    Tracepoints,
 }
 
 impl fmt::Display for Mechanism {
@@ -139,6 +167,7 @@ impl fmt::Display for Mechanism {
             Mechanism::Fentry => "fentry",
             Mechanism::Kprobe => "kprobe",
             Mechanism::Bracket => "bracket",
+            Mechanism::Tracepoints => "tracepoints",
         })
     }
 }

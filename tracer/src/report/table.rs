@@ -120,6 +120,13 @@ pub fn render(r: &TraceReport) -> String {
         l.entries,
         l.matched
     );
+    if l.transits_opened > 0 {
+        let _ = writeln!(
+            out,
+            "transits: opened {}, closed {}, never closed {}",
+            l.transits_opened, l.transits_closed, l.transits_unclosed
+        );
+    }
     if l.brackets_opened > 0 {
         let _ = writeln!(
             out,

@@ -6,6 +6,7 @@
 pub mod results;
 
 use std::{
+    collections::HashMap,
     net::SocketAddrV4,
     path::{Path, PathBuf},
     time::Duration,
@@ -13,12 +14,15 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-use self::results::{Point, Skipped, SweepResults, SweepSettings, TrafficCounts, SCHEMA_VERSION};
+use tracer_ebpf::SiteId;
+
+use self::results::{LookupFigure, Point, Skipped, SweepResults, SweepSettings, TrafficCounts, SCHEMA_VERSION};
 use crate::{
     capabilities::kernel_release,
     collection::{calibration::Corrections, Call},
-    probes::{attach::AttachRequest, Backend, SITES},
-    statistics::{packets::PacketTotals, Summary},
+    probes::{attach::AttachRequest, Backend, ProbeSite, SITES},
+    report::TraceReport,
+    statistics::{new_histogram, packets::PacketTotals, Summary},
     synthesis::{
         cluster::{Cluster, ClusterSpec, MissTarget, Protocol, SplitMix64},
         ipvs::Scheduler,
@@ -62,6 +66,37 @@ fn per_packet(calls: &[Call], window: &Window, corrections: &Corrections) -> (Su
     (Summary::of(&totals.per_packet_corrected), Summary::of(&totals.per_packet))
 }
 
+/// One figure per packet that started inside `window`: the sum of
+/// `figure` over its calls that `wanted` selects, grouped by skb.
+fn per_packet_sum(
+    calls: &[Call],
+    window: &Window,
+    wanted: impl Fn(&Call) -> bool,
+    figure: impl Fn(&Call) -> u64,
+) -> Summary {
+    let mut by_packet: HashMap<u64, u64> = HashMap::new();
+    for c in calls.iter().filter(|c| window.contains(c.start_ns) && wanted(c)) {
+        *by_packet.entry(c.skb).or_default() += figure(c);
+    }
+    let mut histogram = new_histogram();
+    for ns in by_packet.into_values() {
+        histogram.saturating_record(ns.max(1));
+    }
+    Summary::of(&histogram)
+}
+
+/// The transit of each forwarded packet (one span per packet).
+fn transit(calls: &[Call], window: &Window) -> Summary {
+    per_packet_sum(calls, window, |c| c.site == SiteId::Transit, |c| c.duration_ns)
+}
+
+/// The work that finds a new connection's service and backend, per mode
+/// (see `Mode::lookup`): the call's time without the forwarding IPVS does
+/// from inside its hook.
+fn lookup(mode: Mode, calls: &[Call], window: &Window) -> Summary {
+    per_packet_sum(calls, window, |c| mode.lookup().matches(c), |c| c.duration_ns.saturating_sub(c.transmit_ns))
+}
+
 fn mechanisms(sites: &[crate::probes::attach::SiteStatus]) -> String {
     let mut used: Vec<String> = sites.iter().filter_map(|s| s.mechanism.map(|m| m.to_string())).collect();
     used.sort();
@@ -79,7 +114,83 @@ fn save(results: &SweepResults, dir: &Path) -> Result<()> {
     std::fs::rename(&tmp, &path).with_context(|| format!("failed to write {}", path.display()))
 }
 
-/// One (mode, N) point: program, drive, measure, tear down.
+/// The traffic of one phase, drawn before it starts.
+struct PhaseTraffic {
+    new: Vec<(Protocol, SocketAddrV4)>,
+    miss: Vec<(Protocol, SocketAddrV4)>,
+    flows: Vec<SocketAddrV4>,
+}
+
+impl PhaseTraffic {
+    fn draw(opts: &SweepOptions, cluster: &Cluster, rng: &mut SplitMix64, miss: u32) -> Result<PhaseTraffic> {
+        let new = traffic::random_targets(cluster.service_ports(), opts.connections, rng);
+        let miss_ip = cluster
+            .miss_address(MissTarget::UnallocatedClusterIp)
+            .context("no unallocated service address for miss traffic")?;
+        let miss = vec![(Protocol::Udp, SocketAddrV4::new(miss_ip, SERVICE_PORT)); miss as usize];
+        // Established flows need a UDP service to echo.
+        let udp_ports: Vec<SocketAddrV4> = cluster
+            .service_ports()
+            .iter()
+            .filter(|p| p.protocol == Protocol::Udp)
+            .map(|p| SocketAddrV4::new(p.cluster_ip, p.port))
+            .collect();
+        let flows = if udp_ports.is_empty() {
+            Vec::new()
+        } else {
+            (0..opts.established_flows).map(|_| udp_ports[rng.below(udp_ports.len() as u64) as usize]).collect()
+        };
+        Ok(PhaseTraffic { new, miss, flows })
+    }
+}
+
+/// The traffic windows of one phase: new connections, miss, established.
+struct PhaseWindows {
+    new: Window,
+    miss: Window,
+    established: Window,
+}
+
+/// Sends one phase's traffic on its own thread while the session drains
+/// the ring here (so a large --connections does not outgrow the ring), then
+/// lets the reader catch up and detaches.
+async fn run_phase(
+    mut session: Session,
+    topo: Topology,
+    backend: traffic::Backend,
+    plan: PhaseTraffic,
+    opts: &SweepOptions,
+) -> Result<(Topology, traffic::Backend, PhaseWindows, TraceReport, Vec<Call>)> {
+    let (pace, packets_per_flow) = (opts.pace, opts.packets_per_flow);
+    let (topo, backend, windows) = session
+        .collect_during(move || {
+            let windows = (|| -> Result<PhaseWindows> {
+                let new = traffic::new_connections(&topo, plan.new, pace)?;
+                let miss = if plan.miss.is_empty() { Window::default() } else { traffic::new_connections(&topo, plan.miss, pace)? };
+                let established = if plan.flows.is_empty() {
+                    Window::default()
+                } else {
+                    traffic::established_packets(&topo, &backend, plan.flows, packets_per_flow, pace)?
+                };
+                Ok(PhaseWindows { new, miss, established })
+            })();
+            (topo, backend, windows)
+        })
+        .await?;
+    let windows = windows?;
+    session.collect_until(tokio::time::sleep(Duration::from_millis(300)), None, |_| {}).await?;
+    let (report, calls) = session.finish()?;
+    Ok((topo, backend, windows, report, calls))
+}
+
+/// One (mode, N) point: program, then two traffic phases, then tear down.
+///
+/// 1. Transit only: the two transit tracepoints and nothing else, so the
+///    cross-mode figure is not inflated by function probes (which add their
+///    own cost to every call, and the modes do not meet the same number of
+///    probed calls).
+/// 2. Probed: the function probes (or the bracket), for the lookup, the
+///    per-site rows and the per-packet netfilter time.
 async fn measure_point(
     opts: &SweepOptions,
     mode: Mode,
@@ -94,72 +205,67 @@ async fn measure_point(
     progress("programming");
     let program_time = program(mode, &cluster, opts.scheduler, &topo.node)
         .with_context(|| format!("programming {mode} for {services} services"))?;
-    progress(&format!("programmed in {:.0} ms; attaching", program_time.as_secs_f64() * 1000.0));
     let backend = traffic::Backend::start(&topo, SERVICE_PORT)?;
+    let filter = topo.bracket_filter()?;
+    let netns = Some(topo.node.inode()?);
+    let mut rng = SplitMix64::new(opts.seed ^ 0x5eed);
 
-    let mut session = Session::start(&SessionOptions {
+    progress(&format!("programmed in {:.0} ms; transit phase", program_time.as_secs_f64() * 1000.0));
+    let transit_only = Session::start(&SessionOptions {
+        request: AttachRequest {
+            sites: Vec::new(),
+            explicit: false,
+            backend: opts.backend,
+            emit_events: true,
+            bracket: Some(filter),
+            transit: true,
+        },
+        calibrate: false,
+        netns,
+        keep_calls: true,
+    })?;
+    let plan = PhaseTraffic::draw(opts, &cluster, &mut rng, 0)?;
+    let (topo, backend, transit_windows, transit_report, transit_calls) =
+        run_phase(transit_only, topo, backend, plan, opts).await?;
+
+    progress("probed phase");
+    let probed = Session::start(&SessionOptions {
         request: AttachRequest {
             sites: SITES.iter().filter(|s| s.default).collect(),
             explicit: false,
             backend: opts.backend,
             emit_events: true,
-            bracket: Some(topo.bracket_filter()?),
+            bracket: Some(filter),
+            transit: false,
         },
         calibrate: true,
-        netns: Some(topo.node.inode()?),
+        netns,
         keep_calls: true,
     })?;
-
-    progress("sending traffic");
-    // Traffic runs on its own thread while the ring is drained here, so a
-    // large --connections does not outgrow the ring.
-    let mut rng = SplitMix64::new(opts.seed ^ 0x5eed);
-    let new_targets = traffic::random_targets(cluster.service_ports(), opts.connections, &mut rng);
-    let miss_ip = cluster
-        .miss_address(MissTarget::UnallocatedClusterIp)
-        .context("no unallocated service address for miss traffic")?;
-    let miss_targets = vec![(Protocol::Udp, SocketAddrV4::new(miss_ip, SERVICE_PORT)); opts.miss as usize];
-    // Established flows need a UDP service to echo.
-    let udp_ports: Vec<SocketAddrV4> = cluster
-        .service_ports()
-        .iter()
-        .filter(|p| p.protocol == Protocol::Udp)
-        .map(|p| SocketAddrV4::new(p.cluster_ip, p.port))
-        .collect();
-    let flows: Vec<SocketAddrV4> = if udp_ports.is_empty() {
-        Vec::new()
-    } else {
-        (0..opts.established_flows).map(|_| udp_ports[rng.below(udp_ports.len() as u64) as usize]).collect()
-    };
-    let (pace, packets_per_flow) = (opts.pace, opts.packets_per_flow);
-    let (topo, backend, windows) = session
-        .collect_during(move || {
-            let windows = (|| -> Result<[Window; 3]> {
-                let new = traffic::new_connections(&topo, new_targets, pace)?;
-                let miss = traffic::new_connections(&topo, miss_targets, pace)?;
-                let established = if flows.is_empty() {
-                    Window::default()
-                } else {
-                    traffic::established_packets(&topo, &backend, flows, packets_per_flow, pace)?
-                };
-                Ok([new, miss, established])
-            })();
-            (topo, backend, windows)
-        })
-        .await?;
-    let [new_window, miss_window, established_window] = windows?;
-
-    // Let the reader catch up with the ring before detaching.
-    session.collect_until(tokio::time::sleep(Duration::from_millis(300)), None, |_| {}).await?;
-    let sites = session.sites().to_vec();
-    let corrections = session.corrections().clone();
-    let (report, calls) = session.finish()?;
-    let (per_new_connection, per_new_connection_raw) = per_packet(&calls, &new_window, &corrections);
-    let (per_established_packet, per_established_packet_raw) =
-        per_packet(&calls, &established_window, &corrections);
-    let (per_miss_packet, per_miss_packet_raw) = per_packet(&calls, &miss_window, &corrections);
+    let sites = probed.sites().to_vec();
+    let corrections = probed.corrections().clone();
+    let plan = PhaseTraffic::draw(opts, &cluster, &mut rng, opts.miss)?;
+    let (topo, backend, windows, report, calls) = run_phase(probed, topo, backend, plan, opts).await?;
     drop(backend);
     drop(topo);
+
+    let (per_new_connection, per_new_connection_raw) = per_packet(&calls, &windows.new, &corrections);
+    let (per_established_packet, per_established_packet_raw) =
+        per_packet(&calls, &windows.established, &corrections);
+    let (per_miss_packet, per_miss_packet_raw) = per_packet(&calls, &windows.miss, &corrections);
+    // The bracket times all PREROUTING hooks together: it cannot isolate
+    // the lookup (and IPVS looks up at LOCAL_IN, after it).
+    let lookup_mechanism = sites
+        .iter()
+        .find(|s| ProbeSite::by_name(s.site).is_some_and(|p| p.id == mode.lookup().site))
+        .and_then(|s| s.mechanism);
+    let lookup_new_connection = lookup_mechanism.map(|m| LookupFigure {
+        what: mode.lookup().describe(),
+        mechanism: m,
+        summary: lookup(mode, &calls, &windows.new),
+    });
+    let mut losses = report.losses;
+    losses.absorb(&transit_report.losses);
 
     Ok(Point {
         mode,
@@ -169,6 +275,9 @@ async fn measure_point(
         backend: mechanisms(&sites),
         kernel: report.kernel.clone(),
         program_ms: program_time.as_secs_f64() * 1000.0,
+        transit_new_connection: transit(&transit_calls, &transit_windows.new),
+        transit_established_packet: transit(&transit_calls, &transit_windows.established),
+        lookup_new_connection,
         sites: report.rows,
         per_new_connection,
         per_new_connection_raw,
@@ -177,11 +286,13 @@ async fn measure_point(
         per_miss_packet,
         per_miss_packet_raw,
         traffic: TrafficCounts {
-            new_connections: new_window.packets,
-            miss_packets: miss_window.packets,
-            established_packets: established_window.packets,
+            new_connections: windows.new.packets,
+            miss_packets: windows.miss.packets,
+            established_packets: windows.established.packets,
+            transit_new_connections: transit_windows.new.packets,
+            transit_established_packets: transit_windows.established.packets,
         },
-        losses: report.losses,
+        losses,
         self_cost: report.self_cost,
     })
 }
@@ -236,8 +347,10 @@ pub async fn run(opts: &SweepOptions, mut progress: impl FnMut(&str)) -> Result<
                 .await
                 .with_context(|| format!("sweep point {mode} with {n} services"))?;
             progress(&format!(
-                "{step}: done; new connection p50 {} ns over {} packets",
-                point.per_new_connection.p50_ns, point.per_new_connection.count
+                "{step}: done; transit p50 {} ns over {} new connections, lookup p50 {}",
+                point.transit_new_connection.p50_ns,
+                point.transit_new_connection.count,
+                point.lookup_new_connection.as_ref().map_or("-".to_owned(), |l| format!("{} ns", l.summary.p50_ns)),
             ));
             results.points.push(point);
             if let Some(dir) = &opts.output {

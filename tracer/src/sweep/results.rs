@@ -12,6 +12,10 @@
 //!     "mode": "iptables-legacy",  "services": 1000,  "endpoints": 2,
 //!     "service_ports": 2000,      "backend": "kprobe",
 //!     "kernel": "...",            "program_ms": 812.4,
+//!     "transit_new_connection":     { "count", "mean_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns" },
+//!     "transit_established_packet": { ... },
+//!     "lookup_new_connection": { "what": "ipt_do_table nat/PREROUTING",
+//!                                "mechanism": "kprobe", "count", "mean_ns", ... } | null,
 //!     "sites": [ { "site", "hook", "table", "chain", "count", "mean_ns",
 //!                  "p50_ns", "p90_ns", "p99_ns", "max_ns",
 //!                  "exclusive": {...}, "inclusive_corrected": {...},
@@ -26,6 +30,18 @@
 //! }
 //! ```
 //!
+//! `transit_*` is the one span measured the same way in every mode: from a
+//! forwarded packet's arrival on the node's client-facing device
+//! (`net:netif_receive_skb`) to the same skb's departure on its
+//! backend-facing device (`net:net_dev_start_xmit`), taken in a phase with
+//! only those two tracepoints attached. It is the figure to compare modes by.
+//!
+//! `lookup_new_connection` is, per new connection, the call in which the
+//! mode finds the service and backend (`what` names it; see
+//! `Mode::lookup`), from the probed phase. IPVS's excludes the transmit it
+//! does from inside its hook. `null` with the bracket backend, which cannot
+//! isolate it.
+//!
 //! `per_*` figures are the netfilter time one packet spent in the node
 //! namespace, summed over the hooks it traversed (nested hooks counted
 //! once), for packets of that traffic phase: corrected for the probes' own
@@ -35,13 +51,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     collection::{calibration::SelfCost, Losses},
-    probes::Backend,
+    probes::{Backend, Mechanism},
     report::SiteRow,
     statistics::Summary,
     synthesis::program::Mode,
 };
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2 added the transit and lookup figures (version 1 files read without them).
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct SweepSettings {
@@ -71,6 +88,21 @@ pub struct TrafficCounts {
     pub new_connections: u64,
     pub miss_packets: u64,
     pub established_packets: u64,
+    /// Sent in the transit-only phase.
+    #[serde(default)]
+    pub transit_new_connections: u64,
+    #[serde(default)]
+    pub transit_established_packets: u64,
+}
+
+/// The lookup of a new connection, named for what it is in this mode.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LookupFigure {
+    /// The call, e.g. `nft_do_chain kube-proxy chain nat-prerouting (PREROUTING)`.
+    pub what: String,
+    pub mechanism: Mechanism,
+    #[serde(flatten)]
+    pub summary: Summary,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -86,6 +118,12 @@ pub struct Point {
     pub kernel: String,
     /// Wall time to program the rules (control-plane cost).
     pub program_ms: f64,
+    /// Transit per forwarded packet, with only the transit tracepoints
+    /// attached: the like-for-like figure across modes.
+    pub transit_new_connection: Summary,
+    pub transit_established_packet: Summary,
+    /// Per new connection, the call that finds the service (raw).
+    pub lookup_new_connection: Option<LookupFigure>,
     pub sites: Vec<SiteRow>,
     /// Corrected for the probes' own cost (see `self_cost`); `_raw` as
     /// measured.

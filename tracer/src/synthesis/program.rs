@@ -12,7 +12,9 @@ use super::{
     nftables,
     topology::NODE_CLIENT_SIDE,
 };
-use crate::{capabilities::Kallsyms, netns::NetNs};
+use tracer_ebpf::SiteId;
+
+use crate::{capabilities::Kallsyms, collection::Call, netns::NetNs, probes::ProbeSite};
 
 /// A kube-proxy data-plane mode as the kernel runs it. iptables mode is
 /// split by backend because legacy and nft run different kernel code
@@ -73,6 +75,73 @@ impl Mode {
                 missing.join(" ")
             )
         })
+    }
+}
+
+/// The call in which a mode finds a new connection's service and backend:
+/// a site at a hook, in a table and chain where the site names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Lookup {
+    pub site: SiteId,
+    /// `NF_INET_*` hook number.
+    pub hook: u8,
+    /// iptables table, or nf_tables table; empty: any.
+    pub table: &'static str,
+    /// nf_tables chain; empty: not named by the site.
+    pub chain: &'static str,
+}
+
+/// `NF_INET_PRE_ROUTING` and `NF_INET_LOCAL_IN`.
+const PRE_ROUTING: u8 = 0;
+const LOCAL_IN: u8 = 1;
+
+impl Lookup {
+    /// Whether `call` is this lookup (for nf_tables the call's `name` is the
+    /// chain and `table` its table; for iptables `name` is the table).
+    pub fn matches(&self, call: &Call) -> bool {
+        if call.site != self.site || call.hook != Some(self.hook) {
+            return false;
+        }
+        match self.site {
+            SiteId::NftDoChain => call.table == self.table && call.name == self.chain,
+            SiteId::IptDoTable => call.name == self.table,
+            _ => true,
+        }
+    }
+
+    /// What it is, for reports: e.g. `ipt_do_table nat/PREROUTING`.
+    pub fn describe(&self) -> String {
+        let hook = match self.hook {
+            PRE_ROUTING => "PREROUTING",
+            LOCAL_IN => "LOCAL_IN",
+            _ => "?",
+        };
+        let site = ProbeSite::by_id(self.site).map_or("?", |s| s.name);
+        match self.site {
+            SiteId::NftDoChain => format!("{site} {} chain {} ({hook})", self.table, self.chain),
+            SiteId::IptDoTable => format!("{site} {}/{hook}", self.table),
+            _ => format!("{site} {hook} without its transmit"),
+        }
+    }
+}
+
+impl Mode {
+    /// Where this mode finds the service: the `nat` table walk at
+    /// PREROUTING (iptables-legacy), the nat PREROUTING chain walk
+    /// (iptables-nft), kube-proxy's `nat-prerouting` chain (nftables), and
+    /// the IPVS input hook at LOCAL_IN with its nested transmit taken out
+    /// (IPVS forwards from inside the hook; `ip_vs_schedule` stays in).
+    pub fn lookup(self) -> Lookup {
+        match self {
+            Mode::IptablesLegacy => Lookup { site: SiteId::IptDoTable, hook: PRE_ROUTING, table: "nat", chain: "" },
+            Mode::IptablesNft => {
+                Lookup { site: SiteId::NftDoChain, hook: PRE_ROUTING, table: "nat", chain: "PREROUTING" }
+            }
+            Mode::Nftables => {
+                Lookup { site: SiteId::NftDoChain, hook: PRE_ROUTING, table: "kube-proxy", chain: "nat-prerouting" }
+            }
+            Mode::Ipvs => Lookup { site: SiteId::IpvsIn, hook: LOCAL_IN, table: "", chain: "" },
+        }
     }
 }
 

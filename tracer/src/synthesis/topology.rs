@@ -42,12 +42,14 @@ pub struct Topology {
 }
 
 impl Topology {
-    /// What the tracepoint bracket should time: packets arriving at the
-    /// node from the client.
+    /// What the tracepoint spans should time: packets arriving at the node
+    /// from the client (the bracket), and leaving it towards the backend
+    /// (the transit).
     pub fn bracket_filter(&self) -> Result<crate::probes::attach::BracketFilter> {
         Ok(crate::probes::attach::BracketFilter {
             ifindex: self.node.ifindex(NODE_INGRESS_DEV)?,
             netns: self.node.inode()?,
+            egress_ifindex: self.node.ifindex(NODE_EGRESS_DEV)?,
         })
     }
 

@@ -370,7 +370,8 @@ pub(crate) fn sweep_sections(r: &Results, a: &Analysis) -> Vec<Section> {
     // the bracket backend ran.
     let counters: Vec<(String, u64)> = crate::analysis::loss_counters(&a.losses)
         .into_iter()
-        .filter(|(name, n)| *n > 0 || !name.starts_with("brackets_"))
+        // The tracepoint spans' counters only where they ran.
+        .filter(|(name, n)| *n > 0 || !(name.starts_with("brackets_") || name.starts_with("transits_")))
         .collect();
     let header: Vec<String> = counters.iter().map(|(name, _)| name.replace('_', " ")).collect();
     let row: Vec<String> = counters.iter().map(|(_, n)| thousands(*n)).collect();
