@@ -6,7 +6,6 @@
 pub mod results;
 
 use std::{
-    collections::HashMap,
     net::SocketAddrV4,
     path::{Path, PathBuf},
     time::Duration,
@@ -66,35 +65,33 @@ fn per_packet(calls: &[Call], window: &Window, corrections: &Corrections) -> (Su
     (Summary::of(&totals.per_packet_corrected), Summary::of(&totals.per_packet))
 }
 
-/// One figure per packet that started inside `window`: the sum of
-/// `figure` over its calls that `wanted` selects, grouped by skb.
-fn per_packet_sum(
+/// One figure per call that started inside `window` and that `wanted`
+/// selects. Each such call is one packet's (a transit; a lookup, which a
+/// packet makes once): calls are not grouped by skb, whose address the
+/// kernel reuses from one packet to the next.
+fn per_call(
     calls: &[Call],
     window: &Window,
     wanted: impl Fn(&Call) -> bool,
     figure: impl Fn(&Call) -> u64,
 ) -> Summary {
-    let mut by_packet: HashMap<u64, u64> = HashMap::new();
-    for c in calls.iter().filter(|c| window.contains(c.start_ns) && wanted(c)) {
-        *by_packet.entry(c.skb).or_default() += figure(c);
-    }
     let mut histogram = new_histogram();
-    for ns in by_packet.into_values() {
-        histogram.saturating_record(ns.max(1));
+    for c in calls.iter().filter(|c| window.contains(c.start_ns) && wanted(c)) {
+        histogram.saturating_record(figure(c).max(1));
     }
     Summary::of(&histogram)
 }
 
 /// The transit of each forwarded packet (one span per packet).
 fn transit(calls: &[Call], window: &Window) -> Summary {
-    per_packet_sum(calls, window, |c| c.site == SiteId::Transit, |c| c.duration_ns)
+    per_call(calls, window, |c| c.site == SiteId::Transit, |c| c.duration_ns)
 }
 
 /// The work that finds a new connection's service and backend, per mode
 /// (see `Mode::lookup`): the call's time without the forwarding IPVS does
 /// from inside its hook.
 fn lookup(mode: Mode, calls: &[Call], window: &Window) -> Summary {
-    per_packet_sum(calls, window, |c| mode.lookup().matches(c), |c| c.duration_ns.saturating_sub(c.transmit_ns))
+    per_call(calls, window, |c| mode.lookup().matches(c), |c| c.duration_ns.saturating_sub(c.transmit_ns))
 }
 
 fn mechanisms(sites: &[crate::probes::attach::SiteStatus]) -> String {
