@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 
 use anyhow::{bail, Result};
 
-use super::{fit::format_slope, thousands, Analysis, LinearFit, ModeAnalysis, Results, NOISE_SHARE};
+use super::{fit::format_slope, thousands, Analysis, Basis, LinearFit, ModeAnalysis, Results, NOISE_SHARE};
 use crate::{report::table::columns, synthesis::program::Mode};
 
 /// What is known about the node being advised.
@@ -225,7 +225,7 @@ pub fn render(results: &Results, analysis: &Analysis, source: &str, node: &NodeF
         );
     }
 
-    out.push_str("\ncost per new connection (p50, corrected for probe cost), from the least-squares line of each mode:\n");
+    let _ = writeln!(out, "\ncompared by: {} (p50), from the least-squares line of each mode:", analysis.basis.describe());
     let n10 = 10.0 * n;
     let mut rows = Vec::new();
     let mut extrapolated = false;
@@ -240,12 +240,16 @@ pub fn render(results: &Results, analysis: &Analysis, source: &str, node: &NodeF
             }
         };
         let (s1, s2) = (star(n, &mut extrapolated), star(n10, &mut extrapolated));
-        let nearest = nearest_point(results, c.mode, n);
+        let nearest = nearest_point(results, analysis.basis, c.mode, n);
         rows.push(vec![
             c.mode.to_string(),
             format!("{}{s1}", human_ns(c.at_n)),
             format!("{}{s2}", human_ns(c.at_10n)),
-            m.established_packet_p50.as_ref().map_or("-".into(), |f| human_ns(f.non_decreasing().predict(n))),
+            m.transit_established_p50
+                .as_ref()
+                .or(m.established_packet_p50.as_ref())
+                .map_or("-".into(), |f| human_ns(f.non_decreasing().predict(n))),
+            m.lookup_p50.as_ref().map_or("-".into(), |f| human_ns(f.non_decreasing().predict(n))),
             m.control_plane_ms.as_ref().map_or("-".into(), |f| human_ms(f.non_decreasing().predict(n))),
             m.control_plane_ms.as_ref().map_or("-".into(), |f| human_ms(f.non_decreasing().predict(n10))),
             // The slope as measured, falling or not.
@@ -258,9 +262,10 @@ pub fn render(results: &Results, analysis: &Analysis, source: &str, node: &NodeF
     }
     let (h1, h2) = (format!("at {}", thousands(n as u64)), format!("at {}", thousands(n10 as u64)));
     let h3 = format!("established pkt at {}", thousands(n as u64));
+    let h4 = format!("lookup at {}", thousands(n as u64));
     let (h5, h6) = (format!("programming at {}", thousands(n as u64)), format!("at {}", thousands(n10 as u64)));
     out.push_str(&indent(&columns(
-        &["mode", &h1, &h2, &h3, &h5, &h6, "per service", "R²", "nearest measured"],
+        &["mode", &h1, &h2, &h3, &h4, &h5, &h6, "per service", "R²", "nearest measured"],
         &rows,
     )));
     if extrapolated {
@@ -323,16 +328,16 @@ fn indent(text: &str) -> String {
 }
 
 /// The measured point of `mode` whose N is closest to `n` on a log scale.
-fn nearest_point(results: &Results, mode: Mode, n: f64) -> Option<(u32, f64)> {
+fn nearest_point(results: &Results, basis: Basis, mode: Mode, n: f64) -> Option<(u32, f64)> {
     results
         .points_of(mode)
         .into_iter()
-        .filter(|p| p.per_new_connection.count > 0 && p.services > 0)
+        .filter(|p| basis.figure(p).count > 0 && p.services > 0)
         .min_by(|a, b| {
             let d = |p: &super::Point| (f64::from(p.services).ln() - n.max(1.0).ln()).abs();
             d(a).total_cmp(&d(b))
         })
-        .map(|p| (p.services, p.per_new_connection.p50_ns as f64))
+        .map(|p| (p.services, basis.figure(p).p50_ns as f64))
 }
 
 /// Says when the recommendation would change as the cluster grows.

@@ -5,6 +5,12 @@
 //! number. Exporters ([`crate::report::export`]) and `pathcost advise`
 //! ([`advise`]) render it; nothing here formats for a terminal.
 //!
+//! Modes are compared by one figure, the [`Basis`]: the transit of a new
+//! connection through the node (the same span in every mode, measured
+//! with nothing else attached), or, for results files older than the
+//! transit, the netfilter hook time per packet, which says so. The lookup
+//! each mode does, and the netfilter hook time, are fitted beside it.
+//!
 //! N in every fit is `services` (ClusterIP services). Each service has one
 //! port per protocol (`service_ports` = services × protocols), so a slope
 //! per service port is the slope per service divided by the number of
@@ -35,11 +41,57 @@ pub const MIN_FIT_POINTS: usize = 3;
 /// equal: repeated sweeps on one machine move by about that much.
 pub const NOISE_SHARE: f64 = 0.10;
 
+/// The per-new-connection figure that modes are compared by: the fits
+/// called `new_connection_*`, the crossovers, the advice and the plot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Basis {
+    /// `transit_new_connection`: arrival on the node's client-facing device
+    /// to departure on its backend-facing device, tracepoints only.
+    Transit,
+    /// `per_new_connection`, the union of a packet's `nf_hook_slow` calls:
+    /// only in results files from before the transit (schema version 1).
+    /// Not like for like: IPVS forwards from inside its LOCAL_IN hook, so
+    /// its figure includes forwarding the other modes do between hooks.
+    NetfilterHooks,
+}
+
+impl Basis {
+    /// Transit wherever a point measured it.
+    pub fn of(points: &[Point]) -> Basis {
+        if points.iter().any(|p| p.transit_new_connection.count > 0) {
+            Basis::Transit
+        } else {
+            Basis::NetfilterHooks
+        }
+    }
+
+    /// The figure of one point.
+    pub fn figure(self, p: &Point) -> &Summary {
+        match self {
+            Basis::Transit => &p.transit_new_connection,
+            Basis::NetfilterHooks => &p.per_new_connection,
+        }
+    }
+
+    /// What the figure is, for titles.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Basis::Transit => "transit per new connection (client-facing device to backend-facing device, tracepoints only)",
+            Basis::NetfilterHooks => {
+                "netfilter hook time per new connection (nf_hook_slow union; an older results file without transit: not like for like, IPVS includes its forwarding)"
+            }
+        }
+    }
+}
+
 /// Everything the analysis found, in base units (ns, ms).
 #[derive(Clone, Debug, Serialize)]
 pub struct Analysis {
     /// What N is in every fit.
     pub fit_variable: &'static str,
+    /// The figure `new_connection_*` fits and the crossovers compare.
+    pub basis: Basis,
     pub modes: Vec<ModeAnalysis>,
     /// Where the per-new-connection p50 lines of two modes cross.
     pub crossovers: Vec<Crossover>,
@@ -65,10 +117,18 @@ pub struct ModeAnalysis {
     pub ports_per_service: f64,
     /// Mechanisms behind the numbers, as the points name them.
     pub backend: String,
-    /// ns per new connection (p50, corrected for probe cost) against N.
+    /// ns per new connection of the [`Basis`] (p50) against N.
     pub new_connection_p50: Option<LinearFit>,
-    /// ns per new connection (p99, corrected) against N.
+    /// The same at p99.
     pub new_connection_p99: Option<LinearFit>,
+    /// ns per packet of an established flow through the node (transit p50).
+    pub transit_established_p50: Option<LinearFit>,
+    /// The call that finds the service (named by `lookup_what`), p50 raw.
+    pub lookup_p50: Option<LinearFit>,
+    pub lookup_what: Option<String>,
+    /// The netfilter hook time per new connection (nf_hook_slow union,
+    /// corrected for the probes' own cost), secondary: see [`Basis`].
+    pub netfilter_new_connection_p50: Option<LinearFit>,
     /// ns per packet of an established flow (p50, corrected) against N.
     pub established_packet_p50: Option<LinearFit>,
     /// ns per packet to an address no service owns (p50, corrected).
@@ -205,11 +265,13 @@ pub fn analyze(r: &Results) -> Analysis {
         warnings.push(Warning::new(WarningKind::SkippedMode, format!("{} was not measured: {}", s.mode, s.reason)));
     }
 
-    let modes: Vec<ModeAnalysis> = r.modes().into_iter().map(|m| mode_analysis(m, &r.points_of(m), &mut warnings)).collect();
+    let basis = Basis::of(&r.points);
+    let modes: Vec<ModeAnalysis> =
+        r.modes().into_iter().map(|m| mode_analysis(m, &r.points_of(m), basis, &mut warnings)).collect();
     let crossovers = crossovers(&modes);
 
     for p in &r.points {
-        point_warnings(p, &mut warnings);
+        point_warnings(p, basis, &mut warnings);
     }
     let losses = total_losses(&r.points);
     loss_warnings(&r.points, &mut warnings);
@@ -245,6 +307,7 @@ pub fn analyze(r: &Results) -> Analysis {
 
     Analysis {
         fit_variable: "services",
+        basis,
         modes,
         crossovers,
         ipvs_schedulers: scheduler_costs(r),
@@ -255,7 +318,7 @@ pub fn analyze(r: &Results) -> Analysis {
     }
 }
 
-fn mode_analysis(mode: Mode, points: &[&Point], warnings: &mut Vec<Warning>) -> ModeAnalysis {
+fn mode_analysis(mode: Mode, points: &[&Point], basis: Basis, warnings: &mut Vec<Warning>) -> ModeAnalysis {
     let mut services: Vec<u32> = points.iter().map(|p| p.services).collect();
     services.dedup();
     let mut backends: Vec<&str> = points.iter().map(|p| p.backend.as_str()).collect();
@@ -271,7 +334,7 @@ fn mode_analysis(mode: Mode, points: &[&Point], warnings: &mut Vec<Warning>) -> 
         ));
     }
     let measured_n: Vec<u32> = {
-        let mut n: Vec<u32> = points.iter().filter(|p| p.per_new_connection.count > 0).map(|p| p.services).collect();
+        let mut n: Vec<u32> = points.iter().filter(|p| basis.figure(p).count > 0).map(|p| p.services).collect();
         n.dedup();
         n
     };
@@ -287,7 +350,7 @@ fn mode_analysis(mode: Mode, points: &[&Point], warnings: &mut Vec<Warning>) -> 
             ),
         ));
     }
-    let new_connection_p50 = fit_by(points, |p| measured(&p.per_new_connection));
+    let new_connection_p50 = fit_by(points, |p| measured(basis.figure(p)));
     if let Some(f) = new_connection_p50.as_ref().filter(|f| f.slope < 0.0) {
         warnings.push(Warning::new(
             WarningKind::FallingCost,
@@ -307,7 +370,14 @@ fn mode_analysis(mode: Mode, points: &[&Point], warnings: &mut Vec<Warning>) -> 
         ports_per_service,
         backend: backends.join(", "),
         new_connection_p50,
-        new_connection_p99: fit_by(points, |p| (p.per_new_connection.count > 0).then_some(p.per_new_connection.p99_ns as f64)),
+        new_connection_p99: fit_by(points, |p| {
+            let s = basis.figure(p);
+            (s.count > 0).then_some(s.p99_ns as f64)
+        }),
+        transit_established_p50: fit_by(points, |p| measured(&p.transit_established_packet)),
+        lookup_p50: fit_by(points, |p| p.lookup_new_connection.as_ref().and_then(|l| measured(&l.summary))),
+        lookup_what: points.iter().find_map(|p| p.lookup_new_connection.as_ref().map(|l| format!("{} ({})", l.what, l.mechanism))),
+        netfilter_new_connection_p50: fit_by(points, |p| measured(&p.per_new_connection)),
         established_packet_p50: fit_by(points, |p| measured(&p.per_established_packet)),
         miss_packet_p50: fit_by(points, |p| measured(&p.per_miss_packet)),
         control_plane_ms: fit_by(points, |p| Some(p.program_ms)),
@@ -373,8 +443,8 @@ fn crossover(ma: Mode, fa: &LinearFit, mb: Mode, fb: &LinearFit) -> Crossover {
     }
 }
 
-fn point_warnings(p: &Point, warnings: &mut Vec<Warning>) {
-    let s = &p.per_new_connection;
+fn point_warnings(p: &Point, basis: Basis, warnings: &mut Vec<Warning>) {
+    let s = basis.figure(p);
     if s.count == 0 {
         warnings.push(Warning::new(
             WarningKind::NoSamples,
