@@ -45,7 +45,7 @@ fn iptables_modes_print_one_restore_with_every_service_chain() {
         assert_eq!(text.matches("\n:KUBE-SEP-").count(), 3 * 2, "{text}");
         assert_eq!(text.matches("-A KUBE-SERVICES -d 172.30.").count(), 3, "{text}");
         // The NodePort jump stays last in KUBE-SERVICES, as kube-proxy writes it.
-        let last = text.lines().filter(|l| l.starts_with("-A KUBE-SERVICES")).last().unwrap();
+        let last = text.lines().rfind(|l| l.starts_with("-A KUBE-SERVICES")).unwrap();
         assert!(last.contains("-j KUBE-NODEPORTS"), "{last}");
         assert_eq!(text.matches("COMMIT\n").count(), 3, "mangle, filter, nat: {text}");
     }
