@@ -31,9 +31,47 @@ pub fn kprobe_skip_reason() -> Option<String> {
     None
 }
 
-/// Prints why a test skips, in a form `cargo test -- --nocapture` shows.
+/// Names a file every host skip is appended to, one `binary<TAB>test<TAB>why`
+/// line each; `cargo xtask test` sets it for the host tests and prints the
+/// file as a table, so skips cannot scroll by unseen.
+pub const SKIP_LOG_ENV: &str = "PATHCOST_SKIP_LOG";
+
+/// Says why a test cannot run here; the caller then returns.
+///
+/// On the host it prints `SKIP test: why` (shown with `--nocapture`) and
+/// records it in `$PATHCOST_SKIP_LOG`. In the VM it panics instead: the VM
+/// is built to have everything the suite needs (kprobes, BTF, IPVS, the
+/// tools), so a skip there means the VM or the test is broken, and a green
+/// run must not hide it. Tests that can only run on the host live in a
+/// `mod host_only`, which the VM suite leaves out (`--skip host_only::`).
 pub fn skip(test: &str, why: &str) {
+    if in_vm() {
+        panic!("{test} would skip in the VM, which must have what it needs: {why}");
+    }
     eprintln!("SKIP {test}: {why}");
+    if let Some(log) = std::env::var_os(SKIP_LOG_ENV) {
+        record_skip(std::path::Path::new(&log), test, why);
+    }
+}
+
+/// Appends one line to the skip log. Test threads and binaries append
+/// concurrently; one `write` of one short line on an `O_APPEND` file does
+/// not interleave with theirs.
+fn record_skip(log: &std::path::Path, test: &str, why: &str) {
+    use std::io::Write as _;
+    // target/debug/deps/<binary>-<hash>: the binary is the test file's name.
+    let exe = std::env::current_exe().ok();
+    let stem = exe.as_deref().and_then(|e| e.file_stem()).map(|s| s.to_string_lossy().into_owned());
+    let binary = stem.as_deref().map_or("?", |s| s.rsplit_once('-').map_or(s, |(name, _)| name));
+    let field = |s: &str| s.replace(['\t', '\n'], " ");
+    let line = format!("{}\t{}\t{}\n", field(binary), field(test), field(why));
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .and_then(|mut f| f.write_all(line.as_bytes()))
+        // Losing the record would hide the skip the log exists to show.
+        .unwrap_or_else(|e| panic!("cannot record a skip in {} ({SKIP_LOG_ENV}): {e}", log.display()));
 }
 
 /// The `pathcost` binary under test: `$PATHCOST_BIN`, `/bin/pathcost` in

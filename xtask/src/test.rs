@@ -1,12 +1,14 @@
-//! `cargo xtask test`: the host tests, then the VM suite on each kernel.
+//! `cargo xtask test`: the host tests and a table of those that skipped here,
+//! then the VM suite on each kernel, where a skip is a failure.
 //!
 //! Every kernel runs even when an earlier one failed, so one CI run shows the whole
 //! picture; the summary table and the exit status report them together.
 
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context as _, Result};
 
 use crate::vm::kernel::{Apt, KernelSeries};
 use crate::vm::{self, Job};
@@ -25,6 +27,10 @@ pub struct Options {
     timeout: u64,
 }
 
+/// Where `skip` in tests/src/lib.rs appends `binary<TAB>test<TAB>why` lines
+/// (the same name is defined there; xtask does not depend on the tests crate).
+const SKIP_LOG_ENV: &str = "PATHCOST_SKIP_LOG";
+
 /// One row of the summary.
 struct Row {
     kernel: String,
@@ -39,12 +45,19 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
     println!("test: host tests");
     // The CLI tests run the pathcost binary next to them in target/debug.
     cmd::run(Command::new(crate::cargo()).current_dir(&ws.root).args(["build", "-p", "tracer"]))?;
-    // Tests that need root or kprobes skip themselves here and run in the VM.
-    cmd::run(
+    // Tests that need root or kprobes skip themselves here and run in the VM;
+    // each skip is logged so the list is printed whole, after cargo's output.
+    let skip_log = ws.target.join("host-test-skips.tsv");
+    let _ = std::fs::remove_file(&skip_log);
+    let host = cmd::run(
         Command::new(crate::cargo())
             .current_dir(&ws.root)
-            .args(["test", "--workspace"]),
-    )?;
+            .args(["test", "--workspace"])
+            .env(SKIP_LOG_ENV, &skip_log),
+    );
+    // Shown even when a host test failed: a skip can be the reason.
+    print_host_skips(&skip_log)?;
+    host?;
     if options.skip_vm {
         return Ok(());
     }
@@ -125,5 +138,58 @@ fn print_summary(rows: &[Row]) {
             row.version,
             row.wall.as_secs_f64()
         );
+    }
+}
+
+/// Every host test that skipped and why, printed before the VM suite starts
+/// rather than lost in cargo's output.
+fn print_host_skips(log: &Path) -> Result<()> {
+    let text = match std::fs::read_to_string(log) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(e).with_context(|| format!("failed to read {}", log.display())),
+    };
+    print!("\n{}", skip_table(&text));
+    Ok(())
+}
+
+/// The skip log as a table sorted by test binary and test.
+fn skip_table(log: &str) -> String {
+    let mut rows: Vec<[&str; 3]> = log
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.splitn(3, '\t');
+            Some([fields.next()?, fields.next()?, fields.next()?])
+        })
+        .collect();
+    if rows.is_empty() {
+        return "test: no host test skipped\n".to_owned();
+    }
+    rows.sort_unstable();
+    let width = |i: usize, title: &str| rows.iter().map(|r| r[i].len()).chain([title.len()]).max().unwrap_or(0);
+    let (binary_width, test_width) = (width(0, "binary"), width(1, "test"));
+    let mut out = format!("test: {} host test(s) skipped:\n", rows.len());
+    out += &format!("  {:<binary_width$}  {:<test_width$}  why\n", "binary", "test");
+    for [binary, test, why] in &rows {
+        out += &format!("  {binary:<binary_width$}  {test:<test_width$}  {why}\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn skip_table_sorts_and_aligns_every_logged_skip() {
+        let log = "smoke\tkprobe_pairs\tkernel 6.18 has no kprobes\nbracket_accuracy\tbracket_agrees\tneeds root\n";
+        assert_eq!(
+            skip_table(log),
+            "test: 2 host test(s) skipped:\n\
+             \x20 binary            test            why\n\
+             \x20 bracket_accuracy  bracket_agrees  needs root\n\
+             \x20 smoke             kprobe_pairs    kernel 6.18 has no kprobes\n"
+        );
+        assert_eq!(skip_table(""), "test: no host test skipped\n");
     }
 }

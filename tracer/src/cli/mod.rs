@@ -6,6 +6,8 @@ pub mod advise;
 pub mod bench;
 pub mod detect;
 pub mod report;
+pub mod rules;
+pub mod ruleset;
 pub mod selftest;
 pub mod serve;
 pub mod sweep;

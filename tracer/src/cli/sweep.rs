@@ -7,10 +7,14 @@ use tracer::{
     probes::Backend,
     report::{self, Format},
     sweep::SweepOptions,
-    synthesis::{cluster::Protocol, ipvs::Scheduler, program::Mode, traffic::Pace},
+    synthesis::{program::Mode, traffic::Pace},
 };
 
-use super::{parse_duration, write_output};
+use super::{
+    parse_duration,
+    ruleset::{service_count, RulesetArgs},
+    write_output,
+};
 
 /// Measure cost against the number of services, per kube-proxy mode.
 ///
@@ -20,21 +24,18 @@ use super::{parse_duration, write_output};
 /// connections to random services, "miss" traffic and packets on
 /// established flows, and record the netfilter time per packet and per
 /// probed call. Modes this kernel cannot run are skipped with the reason.
-/// Results are written after every point.
+/// Results are written after every point. `pathcost rules` prints the
+/// ruleset a point loads.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Modes, comma-separated: iptables-legacy, iptables-nft, ipvs, nftables.
     #[arg(long, value_delimiter = ',', default_value = "iptables-legacy,iptables-nft,ipvs,nftables")]
     modes: Vec<Mode>,
     /// Service counts, comma-separated (1 to 65,000 each).
-    #[arg(long, value_delimiter = ',', default_value = "10,100,1000", value_parser = clap::value_parser!(u32).range(1..=65_000))]
+    #[arg(long, value_delimiter = ',', default_value = "10,100,1000", value_parser = service_count())]
     services: Vec<u32>,
-    /// Endpoints per service.
-    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    endpoints: u32,
-    /// Protocols each service exposes, one service port each (udp, tcp).
-    #[arg(long, value_delimiter = ',', default_value = "udp,tcp", value_parser = parse_protocol)]
-    protocols: Vec<Protocol>,
+    #[command(flatten)]
+    ruleset: RulesetArgs,
     /// New connections per point, to services drawn uniformly at random.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=50_000))]
     connections: u32,
@@ -47,9 +48,6 @@ pub struct Args {
     /// ...and packets sent on each once it is established.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     packets_per_flow: u32,
-    /// IPVS scheduler: rr, wrr, lc, wlc, lblc, lblcr, dh, sh, sed, nq, fo, ovf, mh, twos.
-    #[arg(long, default_value = "rr")]
-    ipvs_scheduler: Scheduler,
     #[arg(long, value_enum, default_value_t = Backend::Auto)]
     backend: Backend,
     /// Packets per second at most in each phase (0: as fast as possible).
@@ -58,9 +56,6 @@ pub struct Args {
     /// Longest a traffic phase may run.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
     phase_time: Duration,
-    /// Seed for service order and target choice (same seed, same run).
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     /// Directory for results.json (written after every point).
     #[arg(long, short, default_value = "target/pathcost-sweep")]
     output: PathBuf,
@@ -72,29 +67,21 @@ pub struct Args {
     export: Vec<tracer::report::export::ExportTarget>,
 }
 
-fn parse_protocol(s: &str) -> Result<Protocol, String> {
-    match s {
-        "udp" => Ok(Protocol::Udp),
-        "tcp" => Ok(Protocol::Tcp),
-        _ => Err(format!("unknown protocol '{s}' (use udp or tcp)")),
-    }
-}
-
 pub async fn run(args: Args) -> Result<()> {
     tracer::capabilities::require_tracing_privileges()?;
     let opts = SweepOptions {
         modes: args.modes,
         services: args.services,
-        endpoints: args.endpoints,
-        protocols: args.protocols,
+        endpoints: args.ruleset.endpoints,
+        protocols: args.ruleset.protocols,
         connections: args.connections,
         miss: args.miss,
         established_flows: args.established_flows,
         packets_per_flow: args.packets_per_flow,
-        scheduler: args.ipvs_scheduler,
+        scheduler: args.ruleset.ipvs_scheduler,
         backend: args.backend,
         pace: Pace { rate: args.rate, max_time: args.phase_time },
-        seed: args.seed,
+        seed: args.ruleset.seed,
         output: Some(args.output.clone()),
     };
     let results = tracer::sweep::run(&opts, |line| eprintln!("sweep: {line}")).await?;

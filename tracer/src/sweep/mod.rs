@@ -23,7 +23,7 @@ use crate::{
     report::TraceReport,
     statistics::{new_histogram, packets::PacketTotals, Summary},
     synthesis::{
-        cluster::{Cluster, ClusterSpec, MissTarget, Protocol, SplitMix64},
+        cluster::{Cluster, ClusterSpec, MissTarget, Protocol, SpecError, SplitMix64},
         ipvs::Scheduler,
         program::{program, Mode},
         topology::Topology,
@@ -111,6 +111,19 @@ fn save(results: &SweepResults, dir: &Path) -> Result<()> {
     std::fs::rename(&tmp, &path).with_context(|| format!("failed to write {}", path.display()))
 }
 
+/// The cluster a sweep point with `services` services programs. Each N gets
+/// its own seed derived from the sweep's, so points differ in KUBE-SERVICES
+/// order while a rerun is identical. `pathcost rules` builds its cluster
+/// here too, so it prints the ruleset of the very same point.
+pub fn point_cluster(services: u32, endpoints: u32, protocols: &[Protocol], seed: u64) -> Result<Cluster, SpecError> {
+    Cluster::new(
+        ClusterSpec::new(services, endpoints)
+            .with_protocols(protocols.to_vec())
+            .with_seed(seed ^ u64::from(services)),
+    )
+}
+
+
 /// The traffic of one phase, drawn before it starts.
 struct PhaseTraffic {
     new: Vec<(Protocol, SocketAddrV4)>,
@@ -194,10 +207,7 @@ async fn measure_point(
     services: u32,
     mut progress: impl FnMut(&str),
 ) -> Result<Point> {
-    let spec = ClusterSpec::new(services, opts.endpoints)
-        .with_protocols(opts.protocols.clone())
-        .with_seed(opts.seed ^ u64::from(services));
-    let cluster = Cluster::new(spec)?;
+    let cluster = point_cluster(services, opts.endpoints, &opts.protocols, opts.seed)?;
     let topo = Topology::build()?;
     progress("programming");
     let program_time = program(mode, &cluster, opts.scheduler, &topo.node)

@@ -1,5 +1,8 @@
 //! Loads a generated ruleset into the node namespace with the standard
 //! tools, per kube-proxy mode, and times it (the control-plane cost).
+//! Rendering and loading are separate: [`steps`] turns a cluster into the
+//! tool inputs, [`program`] feeds them, and `pathcost rules` prints the same
+//! steps, so what a user audits is what a sweep measured.
 
 use std::{fmt, str::FromStr, time::{Duration, Instant}};
 
@@ -164,37 +167,87 @@ impl FromStr for Mode {
     }
 }
 
-/// Loads `cluster` in `mode` into `node`; returns the wall time it took.
-pub fn program(mode: Mode, cluster: &Cluster, scheduler: Scheduler, node: &NetNs) -> Result<Duration> {
-    let started = Instant::now();
+/// One step of programming a mode, as data: [`program`] applies the steps
+/// and `pathcost rules` prints them, so what a user reads is what the sweep
+/// loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Run `tool args...` in the node namespace with `input` on stdin.
+    Feed { tool: &'static str, args: &'static [&'static str], input: String },
+    /// Set a sysctl in the node namespace (written to `/proc/sys`, which is
+    /// what `sysctl -w` does).
+    Sysctl { key: &'static str, value: &'static str },
+}
+
+impl Step {
+    /// The step as a command a user could type: the program and its
+    /// arguments.
+    pub fn command(&self) -> (&'static str, Vec<String>) {
+        match self {
+            Step::Feed { tool, args, .. } => (tool, args.iter().map(|a| (*a).to_owned()).collect()),
+            Step::Sysctl { key, value } => ("sysctl", vec!["-w".to_owned(), format!("{key}={value}")]),
+        }
+    }
+
+    /// `tool arg...` on one line, as a header for the step's input.
+    pub fn command_line(&self) -> String {
+        let (tool, args) = self.command();
+        std::iter::once(tool.to_owned()).chain(args).collect::<Vec<_>>().join(" ")
+    }
+
+    /// What the command gets on stdin (nothing for a sysctl).
+    pub fn input(&self) -> &str {
+        match self {
+            Step::Feed { input, .. } => input,
+            Step::Sysctl { .. } => "",
+        }
+    }
+}
+
+/// The steps that program `cluster` in `mode`, in the order they are applied.
+pub fn steps(mode: Mode, cluster: &Cluster, scheduler: Scheduler) -> Vec<Step> {
+    let feed = |tool, args, input| Step::Feed { tool, args, input };
     match mode {
         Mode::IptablesLegacy | Mode::IptablesNft => {
             let tool = if mode == Mode::IptablesLegacy { "iptables-legacy-restore" } else { "iptables-nft-restore" };
-            let text = iptables::restore_input(cluster, &IptablesOptions::default());
             // kube-proxy passes --noflush to keep other chains; the node
             // namespace starts empty, so the result is the same without it.
             // With it, iptables-nft-restore is superlinear: 4.7 s instead of
             // 0.6 s for 2,000 services, and over 14 minutes for 10,000 with
             // two protocols on the build host, which would make large sweeps
             // impractical. program_ms is therefore a full restore's cost.
-            node.cmd_with_input(tool, &[], Some(text))?;
+            vec![feed(tool, &[], iptables::restore_input(cluster, &IptablesOptions::default()))]
         }
         Mode::Ipvs => {
             let rules = ipvs::ruleset(cluster, &IpvsOptions { scheduler, ..IpvsOptions::default() });
             // kube-proxy's order: the dummy and its VIPs, the ipsets, the
             // iptables glue that refers to them, then the virtual services.
-            node.cmd_with_input("ip", &["-batch", "-"], Some(rules.ip_batch))?;
-            node.cmd_with_input("ipset", &["restore"], Some(rules.ipset_restore))?;
-            node.cmd_with_input("iptables-legacy-restore", &["--noflush"], Some(rules.iptables_restore))?;
-            node.cmd_with_input("ipvsadm", &["-R"], Some(rules.ipvsadm_restore))?;
-            // As kube-proxy sets it: IPVS keeps conntrack entries so the
-            // iptables glue and NAT see its connections.
-            node.sysctl("net.ipv4.vs.conntrack", "1")
-                .context("IPVS sysctls missing in the node namespace")?;
+            vec![
+                feed("ip", &["-batch", "-"], rules.ip_batch),
+                feed("ipset", &["restore"], rules.ipset_restore),
+                feed("iptables-legacy-restore", &["--noflush"], rules.iptables_restore),
+                feed("ipvsadm", &["-R"], rules.ipvsadm_restore),
+                // As kube-proxy sets it: IPVS keeps conntrack entries so the
+                // iptables glue and NAT see its connections.
+                Step::Sysctl { key: "net.ipv4.vs.conntrack", value: "1" },
+            ]
         }
-        Mode::Nftables => {
-            let text = nftables::nft_input(cluster, &[NODE_CLIENT_SIDE]);
-            node.cmd_with_input("nft", &["-f", "-"], Some(text))?;
+        Mode::Nftables => vec![feed("nft", &["-f", "-"], nftables::nft_input(cluster, &[NODE_CLIENT_SIDE]))],
+    }
+}
+
+/// Loads `cluster` in `mode` into `node`; returns the wall time it took
+/// (rendering the inputs included, as before the steps were data).
+pub fn program(mode: Mode, cluster: &Cluster, scheduler: Scheduler, node: &NetNs) -> Result<Duration> {
+    let started = Instant::now();
+    for step in steps(mode, cluster, scheduler) {
+        match step {
+            Step::Feed { tool, args, input } => {
+                node.cmd_with_input(tool, args, Some(input))?;
+            }
+            Step::Sysctl { key, value } => node
+                .sysctl(key, value)
+                .with_context(|| format!("{key} is missing in the node namespace (is the module loaded?)"))?,
         }
     }
     Ok(started.elapsed())
