@@ -74,6 +74,14 @@ impl Basis {
         }
     }
 
+    /// Its name in a few words, for axis labels.
+    pub fn short(self) -> &'static str {
+        match self {
+            Basis::Transit => "transit",
+            Basis::NetfilterHooks => "netfilter hook time",
+        }
+    }
+
     /// What the figure is, for titles.
     pub fn describe(self) -> &'static str {
         match self {

@@ -148,16 +148,18 @@ pub fn sweep_table(r: &crate::sweep::results::SweepResults) -> String {
         .iter()
         .map(|p| {
             let l = &p.losses;
+            let lookup = p.lookup_new_connection.as_ref();
             vec![
                 p.mode.to_string(),
                 p.services.to_string(),
                 p.backend.clone(),
                 format!("{:.0}", p.program_ms),
-                p.per_new_connection.count.to_string(),
+                p.transit_new_connection.count.to_string(),
+                p.transit_new_connection.p50_ns.to_string(),
+                p.transit_new_connection.p99_ns.to_string(),
+                p.transit_established_packet.p50_ns.to_string(),
+                lookup.map_or("-".to_owned(), |l| l.summary.p50_ns.to_string()),
                 p.per_new_connection.p50_ns.to_string(),
-                p.per_new_connection.p99_ns.to_string(),
-                p.per_miss_packet.p50_ns.to_string(),
-                p.per_established_packet.p50_ns.to_string(),
                 (l.unmatched_exits + l.orphaned_frames + l.depth_overflows + l.ring_reserve_failures + l.undecodable_events)
                     .to_string(),
             ]
@@ -165,10 +167,14 @@ pub fn sweep_table(r: &crate::sweep::results::SweepResults) -> String {
         .collect();
     out.push_str(&columns(
         &[
-            "mode", "services", "backend", "program ms", "new conns", "new p50 ns", "new p99 ns",
-            "miss p50 ns", "established p50 ns", "lost events",
+            "mode", "services", "backend", "program ms", "new conns", "transit p50 ns", "transit p99 ns",
+            "established transit p50 ns", "lookup p50 ns", "netfilter hooks p50 ns", "lost events",
         ],
         &rows,
     ));
+    out.push_str(
+        "transit: a forwarded packet from arrival on the client-facing device to departure on the backend-facing one (tracepoints only; compare modes by it). \
+         lookup: the call that finds the service (raw). netfilter hooks: the nf_hook_slow union, corrected (IPVS includes its forwarding).\n",
+    );
     out
 }

@@ -46,6 +46,9 @@ const SWEEP_HEADER: &[&str] = &[
     "entries", "matched", "unmatched_exits", "depth_overflows", "orphaned_frames",
     "ring_reserve_failures", "negative_durations", "undecodable_events",
     "brackets_opened", "brackets_closed", "brackets_unclosed", "max_probe_pair_ns",
+    "transit_new_connections", "transit_new_p50_ns", "transit_new_p90_ns", "transit_new_p99_ns",
+    "transit_established_p50_ns", "lookup", "lookup_mechanism", "lookup_p50_ns", "lookup_p90_ns", "lookup_p99_ns",
+    "transits_opened", "transits_closed", "transits_unclosed",
 ];
 
 fn sweep(out: &mut String, r: &Results) {
@@ -53,6 +56,7 @@ fn sweep(out: &mut String, r: &Results) {
     let raw = |s: Option<&Summary>, f: fn(&Summary) -> u64| s.map_or(String::new(), |s| f(s).to_string());
     for p in &r.points {
         let (n, e, m, l) = (&p.per_new_connection, &p.per_established_packet, &p.per_miss_packet, &p.losses);
+        let (t, lookup) = (&p.transit_new_connection, p.lookup_new_connection.as_ref());
         let pair = p.self_cost.iter().map(|c| c.pair_ns).fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
         record(
             out,
@@ -92,6 +96,19 @@ fn sweep(out: &mut String, r: &Results) {
                 l.brackets_closed.to_string(),
                 l.brackets_unclosed.to_string(),
                 pair.map_or(String::new(), |x| format!("{x:.1}")),
+                t.count.to_string(),
+                t.p50_ns.to_string(),
+                t.p90_ns.to_string(),
+                t.p99_ns.to_string(),
+                p.transit_established_packet.p50_ns.to_string(),
+                lookup.map_or(String::new(), |l| l.what.clone()),
+                lookup.map_or(String::new(), |l| l.mechanism.to_string()),
+                raw(lookup.map(|l| &l.summary), |s| s.p50_ns),
+                raw(lookup.map(|l| &l.summary), |s| s.p90_ns),
+                raw(lookup.map(|l| &l.summary), |s| s.p99_ns),
+                l.transits_opened.to_string(),
+                l.transits_closed.to_string(),
+                l.transits_unclosed.to_string(),
             ],
         );
     }

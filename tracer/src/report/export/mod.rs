@@ -225,8 +225,44 @@ pub(crate) fn sweep_sections(r: &Results, a: &Analysis) -> Vec<Section> {
     };
     let mut points: Vec<&Point> = r.points.iter().collect();
     points.sort_by_key(|p| (Mode::ALL.iter().position(|m| *m == p.mode), p.services));
+    if a.basis == crate::analysis::Basis::Transit {
+        sections.push(Section {
+            title: "per point: transit through the node (tracepoints only, the same span in every mode) and the lookup (ns)".into(),
+            header: [
+                "mode", "services", "new conns", "transit p50", "transit p90", "transit p99", "established transit p50",
+                "lookup", "lookup p50", "lookup p90", "lookup p99",
+            ]
+            .map(String::from)
+            .to_vec(),
+            rows: points
+                .iter()
+                .map(|p| {
+                    let t = &p.transit_new_connection;
+                    let l = p.lookup_new_connection.as_ref();
+                    let lookup = |f: fn(&crate::statistics::Summary) -> u64| l.map_or("-".to_owned(), |l| ns(f(&l.summary)));
+                    vec![
+                        p.mode.to_string(),
+                        thousands(u64::from(p.services)),
+                        thousands(t.count),
+                        ns(t.p50_ns),
+                        ns(t.p90_ns),
+                        ns(t.p99_ns),
+                        ns(p.transit_established_packet.p50_ns),
+                        l.map_or("- (the bracket cannot isolate it)".to_owned(), |l| format!("{} ({})", l.what, l.mechanism)),
+                        lookup(|s| s.p50_ns),
+                        lookup(|s| s.p90_ns),
+                        lookup(|s| s.p99_ns),
+                    ]
+                })
+                .collect(),
+            notes: vec![
+                "transit: net:netif_receive_skb on the client-facing device to net:net_dev_start_xmit of the same skb on the backend-facing device, in a phase with nothing else attached".into(),
+                "lookup: the call that finds the service, raw, from the probed phase; IPVS's excludes the transmit (ip_vs_nat_xmit) it runs inside its hook".into(),
+            ],
+        });
+    }
     sections.push(Section {
-        title: "per point (ns per packet, corrected for the probes' own cost; raw = as measured)".into(),
+        title: "netfilter hook time per packet (nf_hook_slow union, corrected for the probes' own cost; raw = as measured; IPVS includes the forwarding it does inside its hook, so compare modes by transit)".into(),
         header: [
             "mode", "services", "backend", "new conns", "new p50", "new p90", "new p99", "new max", "raw p50",
             "established p50", "miss p50", "programming ms", "lost events",
@@ -261,11 +297,13 @@ pub(crate) fn sweep_sections(r: &Results, a: &Analysis) -> Vec<Section> {
     let slope = |f: &Option<LinearFit>| f.as_ref().map_or("-".to_owned(), |f| decimal(f.slope));
     sections.push(Section {
         title: format!(
-            "cost against N (least squares; N = services, {ports} service ports each, so per service port = per service / {ports})"
+            "cost against N (least squares; N = services, {ports} service ports each, so per service port = per service / {ports}); new = {}",
+            a.basis.describe()
         ),
         header: [
             "mode", "points", "new p50 ns/service", "intercept ns", "R²", "new p99 ns/service",
-            "established ns/service", "miss ns/service", "programming ms/1,000 services",
+            "lookup ns/service", "netfilter hooks ns/service", "established ns/service", "miss ns/service",
+            "programming ms/1,000 services",
         ]
         .map(String::from)
         .to_vec(),
@@ -281,6 +319,8 @@ pub(crate) fn sweep_sections(r: &Results, a: &Analysis) -> Vec<Section> {
                     f.map_or("-".into(), |f| decimal(f.intercept)),
                     f.map_or("-".into(), |f| format!("{:.3}", f.r_squared)),
                     slope(&m.new_connection_p99),
+                    slope(&m.lookup_p50),
+                    slope(&m.netfilter_new_connection_p50),
                     slope(&m.established_packet_p50),
                     slope(&m.miss_packet_p50),
                     m.control_plane_ms.as_ref().map_or("-".into(), |f| decimal(f.slope * 1000.0)),
@@ -295,7 +335,7 @@ pub(crate) fn sweep_sections(r: &Results, a: &Analysis) -> Vec<Section> {
     });
 
     sections.push(Section {
-        title: "where modes cross (p50 per new connection)".into(),
+        title: format!("where modes cross (p50 {})", a.basis.describe()),
         header: ["modes", "crossing", "cheaper below", "cheaper above"].map(String::from).to_vec(),
         rows: a
             .crossovers

@@ -16,7 +16,7 @@ use plotters::{
 
 use super::{trace_unsupported, Document, ExportFormat, Exporter};
 use crate::{
-    analysis::{thousands, Analysis, Results},
+    analysis::{thousands, Analysis, Basis, Results},
     synthesis::program::Mode,
 };
 
@@ -54,16 +54,16 @@ struct Series {
     program_ms: Vec<(f64, f64)>,
 }
 
-fn series(r: &Results) -> Vec<Series> {
+fn series(r: &Results, basis: Basis) -> Vec<Series> {
     r.modes()
         .into_iter()
         .map(|mode| {
             let points = r.points_of(mode);
-            let new: Vec<_> = points.iter().filter(|p| p.per_new_connection.count > 0 && p.services > 0).collect();
+            let new: Vec<_> = points.iter().filter(|p| basis.figure(p).count > 0 && p.services > 0).collect();
             Series {
                 mode,
-                p50: new.iter().map(|p| (f64::from(p.services), p.per_new_connection.p50_ns as f64)).collect(),
-                p99: new.iter().map(|p| (f64::from(p.services), p.per_new_connection.p99_ns as f64)).collect(),
+                p50: new.iter().map(|p| (f64::from(p.services), basis.figure(p).p50_ns as f64)).collect(),
+                p99: new.iter().map(|p| (f64::from(p.services), basis.figure(p).p99_ns as f64)).collect(),
                 program_ms: points
                     .iter()
                     .filter(|p| p.services > 0 && p.program_ms > 0.0)
@@ -109,12 +109,12 @@ fn plot(r: &Results, a: &Analysis) -> Result<String> {
             title.push_str(" · emulated or loaded machine: compare ratios, not absolute ns");
         }
         let root = root.titled(&title, ("sans-serif", 20)).map_err(draw_error)?;
-        let all = series(r);
+        let all = series(r, a.basis);
         if all.iter().all(|s| s.p50.is_empty() && s.program_ms.is_empty()) {
             root.draw(&Text::new("no measured points", (40, 60), ("sans-serif", 20))).map_err(draw_error)?;
         } else {
             let (top, bottom) = root.split_vertically((HEIGHT - 30) / 2 + 10);
-            cost_chart(&top, &all)?;
+            cost_chart(&top, &all, a.basis)?;
             control_plane_chart(&bottom, &all)?;
         }
         root.present().map_err(draw_error)?;
@@ -145,7 +145,7 @@ fn legend(area: &DrawingArea<SVGBackend, Shift>, entries: &[LegendEntry]) -> Res
     Ok(())
 }
 
-fn cost_chart(area: &DrawingArea<SVGBackend, Shift>, all: &[Series]) -> Result<()> {
+fn cost_chart(area: &DrawingArea<SVGBackend, Shift>, all: &[Series], basis: Basis) -> Result<()> {
     let (area, legend_area) = area.split_horizontally(WIDTH - LEGEND_WIDTH);
     let area = &area;
     let mut entries = Vec::new();
@@ -157,7 +157,7 @@ fn cost_chart(area: &DrawingArea<SVGBackend, Shift>, all: &[Series]) -> Result<(
     let (scale, unit) = if y_max >= 10_000.0 { (1e-3, "µs") } else { (1.0, "ns") };
     let y_hi = (y_max * scale * 1.1).max(1.0);
     let mut chart = ChartBuilder::on(area)
-        .caption("cost per new connection against services (p50 solid, p99 dashed)", ("sans-serif", 21))
+        .caption(format!("{} per new connection against services (p50 solid, p99 dashed)", basis.short()), ("sans-serif", 21))
         .margin(12)
         .x_label_area_size(45)
         .y_label_area_size(70)
@@ -166,7 +166,7 @@ fn cost_chart(area: &DrawingArea<SVGBackend, Shift>, all: &[Series]) -> Result<(
     chart
         .configure_mesh()
         .x_desc("services (log scale)")
-        .y_desc(format!("{unit} per new connection (corrected)"))
+        .y_desc(format!("{unit} per new connection ({})", basis.short()))
         .x_label_formatter(&axis_n)
         .y_label_formatter(&|v| if *v >= 10.0 { thousands(v.round() as u64) } else { format!("{v:.1}") })
         .label_style(("sans-serif", 16))
