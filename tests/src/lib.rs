@@ -150,8 +150,8 @@ fn our_program_names() -> Vec<String> {
             names.push(full.chars().take(15).collect());
         }
     }
-    // The tracepoint bracket's two programs.
-    names.extend(["bracket_open".to_owned(), "bracket_close".to_owned()]);
+    // The tracepoint spans' programs: the bracket and the transit.
+    names.extend(["bracket_open", "bracket_close", "transit_arrive", "transit_depart"].map(str::to_owned));
     names
 }
 

@@ -41,6 +41,7 @@ async fn bracket_run(services: u32) -> TraceReport {
             backend: Backend::Bracket,
             emit_events: true,
             bracket: Some(topo.bracket_filter().unwrap()),
+            transit: false,
         },
         calibrate: false,
         netns: Some(topo.node.inode().unwrap()),

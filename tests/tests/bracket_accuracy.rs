@@ -105,6 +105,7 @@ mod host_only {
                 backend: Backend::Bracket,
                 emit_events: true,
                 bracket: Some(filter),
+                transit: false,
             },
             calibrate: false,
             netns: Some(filter.netns),

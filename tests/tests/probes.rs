@@ -56,6 +56,7 @@ async fn trace_while(topo: &Topology, site_names: &[&str], traffic: impl FnOnce(
             backend: Backend::Kprobe,
             emit_events: true,
             bracket: None,
+            transit: false,
         },
         calibrate: false,
         netns: Some(topo.node.inode().expect("node inode")),

@@ -1,7 +1,8 @@
 //! The sweep in the test VM (skips with a reason without kprobes):
-//! - a small sweep in all four modes completes, loses nothing, and shows
-//!   the iptables lookup growing with N far faster than nftables' or
-//!   IPVS's, with established packets not growing like new connections;
+//! - a small sweep in all four modes completes, loses nothing, times every
+//!   new connection's transit and lookup, and shows the iptables lookup
+//!   growing with N far faster than nftables' or IPVS's, with established
+//!   packets not growing like new connections;
 //! - the root namespace is byte-identical before and after;
 //! - SIGKILL while programming or while sending traffic leaves nothing.
 //!
@@ -26,17 +27,13 @@ static SERIAL: Mutex<()> = Mutex::new(());
 const SMALL: u32 = 10;
 const LARGE: u32 = 2000;
 
-/// p50 of the nat lookup at PRE_ROUTING: the call that walks the service
-/// rules (iptables, iptables-nft, nftables) or picks a real server (IPVS).
+/// p50 of the lookup per new connection: the call that walks the service
+/// rules (iptables, iptables-nft, nftables) or the IPVS input hook without
+/// its transmit.
 fn lookup_p50(p: &Point) -> u64 {
-    let row = p.sites.iter().find(|r| match p.mode {
-        Mode::IptablesLegacy => r.site == "ipt_do_table" && r.hook == "PRE_ROUTING" && r.table == "nat",
-        Mode::IptablesNft => r.site == "nft_do_chain" && r.hook == "PRE_ROUTING" && r.table == "nat",
-        Mode::Nftables => r.site == "nft_do_chain" && r.hook == "PRE_ROUTING" && r.chain == "nat-prerouting",
-        Mode::Ipvs => r.site == "ip_vs_in" && r.hook == "LOCAL_IN",
-    });
-    let row = row.unwrap_or_else(|| panic!("no lookup row for {} at N={}: {:#?}", p.mode, p.services, p.sites));
-    row.exclusive_corrected.p50_ns.max(1)
+    let lookup = p.lookup_new_connection.as_ref();
+    let lookup = lookup.unwrap_or_else(|| panic!("no lookup for {} at N={}: {:#?}", p.mode, p.services, p.sites));
+    lookup.summary.p50_ns.max(1)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -77,6 +74,23 @@ async fn small_sweep_shows_iptables_growing_and_leaves_the_root_namespace_alone(
         assert!(l.unmatched_exits <= 2, "{p:#?}");
         assert_eq!(p.traffic.new_connections, 300);
         assert_eq!(p.per_new_connection.count, 300, "{} N={}: one packet per new connection", p.mode, p.services);
+        // The same span in every mode: each new connection was forwarded
+        // once, in the transit-only phase as in the probed one.
+        assert_eq!(p.traffic.transit_new_connections, 300);
+        assert_eq!(p.transit_new_connection.count, 300, "{} N={}: transit per new connection", p.mode, p.services);
+        assert_eq!(p.transit_established_packet.count, 50, "{} N={}: transit per established packet", p.mode, p.services);
+        assert_eq!(p.losses.transits_unclosed, 0, "{p:#?}");
+        let lookup = p.lookup_new_connection.as_ref().expect("a lookup with kprobes");
+        assert_eq!(lookup.summary.count, 300, "{} N={}: one lookup per new connection ({})", p.mode, p.services, lookup.what);
+        // Each packet's lookup runs inside one of its nf_hook_slow calls, so
+        // it is at most that packet's raw hook time, and so is the median.
+        assert!(
+            lookup.summary.p50_ns <= p.per_new_connection_raw.p50_ns,
+            "{} N={}: a lookup longer than the hooks it runs in: {lookup:?} vs {:?}",
+            p.mode,
+            p.services,
+            p.per_new_connection_raw
+        );
         assert!(p.per_established_packet.count >= 50, "{} N={}", p.mode, p.services);
         assert!(p.program_ms > 0.0);
     }
@@ -130,7 +144,7 @@ fn sigkill_while_programming_or_sending_leaves_nothing() {
         return skip("sigkill_while_programming_or_sending_leaves_nothing", &why);
     }
     let before = root_network_state();
-    for marker in [": programming", ": sending traffic"] {
+    for marker in [": programming", ": transit phase", ": probed phase"] {
         kill_sweep_at(marker);
         let left = loaded_ours_after_exit();
         assert!(left.is_empty(), "after SIGKILL at '{marker}': programs left {left:?}");
