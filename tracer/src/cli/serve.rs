@@ -53,6 +53,13 @@ pub struct Args {
     /// up in pathcost's own namespace); default: every device but lo.
     #[arg(long)]
     device: Option<String>,
+    /// Also export each forwarded packet's transit
+    /// (pathcost_packet_transit_duration_seconds): from its arrival on
+    /// --device to its departure on this device. It covers packets the
+    /// node forwards (to pods or remote endpoints), not those delivered to
+    /// local sockets (hostNetwork endpoints) nor those the node sends.
+    #[arg(long, requires = "device")]
+    egress_device: Option<String>,
     /// How often to re-read kube-proxy's mode, backend and service counts
     /// (e.g. 60s, 5m); 0 reads them once at start-up.
     #[arg(long, value_parser = parse_duration, default_value = "60s")]
@@ -84,7 +91,7 @@ pub async fn run(args: Args) -> Result<()> {
     let bracket = BracketFilter {
         ifindex: args.device.as_deref().map(ifindex).transpose()?.unwrap_or(0),
         netns: netns.unwrap_or(0),
-        egress_ifindex: 0,
+        egress_ifindex: args.egress_device.as_deref().map(ifindex).transpose()?.unwrap_or(0),
     };
     let options = ServeOptions {
         request: AttachRequest {
@@ -93,7 +100,7 @@ pub async fn run(args: Args) -> Result<()> {
             backend: args.backend,
             emit_events: true,
             bracket: Some(bracket),
-            transit: false,
+            transit: args.egress_device.is_some(),
         },
         calibrate: !args.no_calibrate,
         netns,

@@ -162,6 +162,8 @@ fn mechanism_name(m: Option<Mechanism>) -> &'static str {
 pub struct CostMetrics {
     registry: Registry,
     families: [HistogramFamily; 4],
+    /// Forwarded packets' transit through the node (with `--egress-device`).
+    transit: Histogram,
     /// Histograms already looked up, so a call costs one map lookup.
     rows: Mutex<HashMap<SiteKey, RowHistograms>>,
     state: Arc<scrape::ScrapeState>,
@@ -179,6 +181,13 @@ impl CostMetrics {
         for ((name, help), family) in CALL_HISTOGRAMS.iter().zip(&families) {
             registry.register_with_unit(*name, *help, Unit::Seconds, family.clone());
         }
+        let transit = call_histogram();
+        registry.register_with_unit(
+            "pathcost_packet_transit_duration",
+            "Time from a forwarded packet's arrival on the client-facing device to its departure on the backend-facing device (net:netif_receive_skb to net:net_dev_start_xmit of the same skb); only with serve --egress-device",
+            Unit::Seconds,
+            transit.clone(),
+        );
         let mechanisms = mechanisms(&run.sites);
         let state = Arc::new(scrape::ScrapeState {
             kernel_release: run.kernel,
@@ -195,6 +204,7 @@ impl CostMetrics {
         CostMetrics {
             registry,
             families,
+            transit,
             rows: Mutex::new(HashMap::new()),
             state,
             corrections: run.corrections,
@@ -205,6 +215,12 @@ impl CostMetrics {
     /// Adds one call to its row's histograms and to its packet's total.
     pub fn record(&self, call: &Call) {
         if call.site == SiteId::Calibration || self.netns.is_some_and(|n| n != call.netns) {
+            return;
+        }
+        if call.site == SiteId::Transit {
+            // A span of tracepoints, not a probed call: nothing to correct,
+            // and not part of the per-packet netfilter time.
+            self.transit.observe(seconds(call.duration_ns));
             return;
         }
         let c = &self.corrections;

@@ -212,3 +212,19 @@ fn openmetrics_ends_with_eof_and_names_info_and_counters_its_way() {
     assert!(text.contains("# TYPE pathcost_events_lost counter\n"), "{text}");
     assert!(text.contains("pathcost_events_lost_total{reason=\"unmatched_exits\"} 1\n"), "{text}");
 }
+
+#[test]
+fn transits_have_their_own_histogram_and_stay_out_of_the_calls() {
+    let m = metrics(None);
+    m.record(&call(SiteId::Transit, 0, "", "", 7, 1, 4_000));
+    m.record(&call(SiteId::Transit, 0, "", "", 8, 10_000, 9_000));
+    let s = parse(&m.encode(Exposition::Prometheus));
+    let none = labels(&[]);
+    assert_eq!(s[&("pathcost_packet_transit_duration_seconds_count".into(), none.clone())], 2.0);
+    let sum = s[&("pathcost_packet_transit_duration_seconds_sum".into(), none)];
+    assert!((sum - 13_000e-9).abs() < 1e-12, "{sum}");
+    assert!(
+        !s.keys().any(|(name, l)| name.starts_with("pathcost_call_") && l.get("site").is_some_and(|v| v == "transit")),
+        "a transit is not a probed call"
+    );
+}
