@@ -36,11 +36,13 @@ pub struct Args {
     services: Vec<u32>,
     #[command(flatten)]
     ruleset: RulesetArgs,
-    /// New connections per point, to services drawn uniformly at random.
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=50_000))]
+    /// New connections per point and phase, to services drawn uniformly at
+    /// random (each point sends them twice: transit-only, then probed; every
+    /// one from a fresh source port, 50,000 per point in all).
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..=20_000))]
     connections: u32,
-    /// New flows per point to a service address no service owns.
-    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=50_000))]
+    /// New flows per point to a service address no service owns (probed phase).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(0..=10_000))]
     miss: u32,
     /// Established UDP flows per point...
     #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(0..=5_000))]

@@ -39,6 +39,10 @@ pub struct Topology {
     pub client: NetNs,
     pub node: NetNs,
     pub backend: NetNs,
+    /// Client source ports handed out so far (see `traffic::new_connections`):
+    /// conntrack lives in the node namespace, so ports need only be fresh
+    /// within one topology, across all of its traffic phases.
+    pub(crate) source_ports_used: std::sync::atomic::AtomicU32,
 }
 
 impl Topology {
@@ -108,6 +112,6 @@ impl Topology {
         neigh(&node, BACKEND_ADDR, MAC_BACKEND, NODE_EGRESS_DEV)?;
         neigh(&backend, NODE_BACKEND_SIDE, MAC_NODE_BACKEND_SIDE, "eth0")?;
 
-        Ok(Topology { client, node, backend })
+        Ok(Topology { client, node, backend, source_ports_used: 0.into() })
     }
 }

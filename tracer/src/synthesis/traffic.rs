@@ -23,10 +23,10 @@ use super::{
 };
 
 /// First local port of the client's sequential source ports: each new
-/// connection gets one never used before in this run, so conntrack always
-/// sees a new 5-tuple.
+/// connection gets one never used before on this topology (whatever the
+/// phase), so conntrack always sees a new 5-tuple and the lookup runs.
 const FIRST_SOURCE_PORT: u16 = 10_000;
-/// Source ports available for new connections in one phase.
+/// Source ports available for new connections on one topology.
 pub const MAX_CONNECTIONS: u32 = 50_000;
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
@@ -291,8 +291,10 @@ pub fn new_connections(
     targets: Vec<(Protocol, SocketAddrV4)>,
     pace: Pace,
 ) -> Result<Window> {
-    if targets.len() > MAX_CONNECTIONS as usize {
-        bail!("at most {MAX_CONNECTIONS} connections per phase");
+    let count = u32::try_from(targets.len()).unwrap_or(u32::MAX);
+    let first = topo.source_ports_used.fetch_add(count, Ordering::Relaxed);
+    if first.saturating_add(count) > MAX_CONNECTIONS {
+        bail!("at most {MAX_CONNECTIONS} new connections per topology, over all of its phases");
     }
     topo.client.run(move || -> Result<Window> {
         let mut w = Window { start_ns: monotonic_ns(), ..Window::default() };
@@ -302,7 +304,7 @@ pub fn new_connections(
                 break;
             }
             pace.wait_turn(started, w.packets);
-            let local = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, FIRST_SOURCE_PORT + i as u16);
+            let local = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, FIRST_SOURCE_PORT + (first as usize + i) as u16);
             match protocol {
                 Protocol::Udp => {
                     let s = UdpSocket::bind(local).with_context(|| format!("binding {local}"))?;
