@@ -1,7 +1,8 @@
 //! `pathcost sweep`: for each kube-proxy mode and service count, build the
 //! synthetic cluster in private namespaces, program it, drive real traffic
-//! through it while tracing, and record cost against N. Each point's result
-//! is written as soon as it exists, so a later failure loses nothing.
+//! through it twice (with only the transit tracepoints attached, then with
+//! the function probes), and record cost against N. Each point's result is
+//! written as soon as it exists, so a later failure loses nothing.
 
 pub mod results;
 
