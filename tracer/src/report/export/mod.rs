@@ -262,7 +262,7 @@ pub(crate) fn sweep_sections(r: &Results, a: &Analysis) -> Vec<Section> {
         });
     }
     sections.push(Section {
-        title: "netfilter hook time per packet (nf_hook_slow union, corrected for the probes' own cost; raw = as measured; IPVS includes the forwarding it does inside its hook, so compare modes by transit)".into(),
+        title: "netfilter hook time per packet (nf_hook_slow union, corrected for the probes' own cost, or the PREROUTING bracket with --backend bracket; raw = as measured; IPVS includes the forwarding it does inside its hook, so compare modes by transit)".into(),
         header: [
             "mode", "services", "backend", "new conns", "new p50", "new p90", "new p99", "new max", "raw p50",
             "established p50", "miss p50", "programming ms", "lost events",
