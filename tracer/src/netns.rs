@@ -149,17 +149,30 @@ fn run_command(ns: &str, program: &str, args: &[String], input: Option<String>) 
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("failed to run `{shown}` in namespace {ns} (is {program} installed?)"))?;
-    if let Some(input) = input {
-        let mut stdin = child.stdin.take().context("child stdin")?;
-        stdin.write_all(input.as_bytes()).with_context(|| format!("writing stdin of `{shown}`"))?;
-    }
+    // Stdin is written on its own thread while this one reads stdout and
+    // stderr: a tool that answers before it has read all its input (a large
+    // ruleset, an error on line 1) would otherwise fill its output pipe and
+    // wait for us while we wait for it to read.
+    let writer = match input {
+        Some(input) => {
+            let mut stdin = child.stdin.take().context("child stdin")?;
+            Some(std::thread::spawn(move || stdin.write_all(input.as_bytes())))
+        }
+        None => None,
+    };
     let out = child.wait_with_output().with_context(|| format!("waiting for `{shown}`"))?;
+    let written = writer.map(|w| w.join().unwrap_or_else(|_| Err(std::io::Error::other("stdin writer panicked"))));
     if !out.status.success() {
         bail!(
             "`{shown}` failed in namespace {ns} ({})\n--- stderr ---\n{}--- end ---",
             out.status,
             String::from_utf8_lossy(&out.stderr)
         );
+    }
+    // A tool that succeeded without reading all of its input did not get
+    // what it was given: that is a failure, not a success.
+    if let Some(Err(e)) = written {
+        bail!("`{shown}` exited before reading all of its input in namespace {ns}: {e}");
     }
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
@@ -171,5 +184,31 @@ impl Drop for NetNs {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::run_command;
+
+    /// A tool that writes a pipe's worth of output before reading its input
+    /// (as a restore tool reporting an early error does) used to deadlock:
+    /// we blocked writing stdin while it blocked writing stdout.
+    #[test]
+    fn a_tool_that_answers_before_reading_its_input_does_not_deadlock() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let script = "head -c 1000000 /dev/zero; cat > /dev/null".to_owned();
+            let out = run_command("test", "sh", &["-c".into(), script], Some("x".repeat(1_000_000)));
+            let _ = done.send(out.map(|o| o.len()));
+        });
+        let out = finished.recv_timeout(std::time::Duration::from_secs(30)).expect("run_command deadlocked");
+        assert_eq!(out.unwrap(), 1_000_000);
+    }
+
+    #[test]
+    fn a_tool_that_exits_without_reading_its_input_fails() {
+        let err = run_command("test", "true", &[], Some("x".repeat(1_000_000))).unwrap_err();
+        assert!(format!("{err:#}").contains("exited before reading all of its input"), "{err:#}");
     }
 }
