@@ -3,12 +3,7 @@
 //! here or must skip with a printed reason, and running bpftrace, the
 //! independent instrument the accuracy tests compare pathcost against.
 
-use std::{
-    io::{BufRead as _, BufReader, Read as _},
-    path::PathBuf,
-    process::{Child, ChildStdout, Command, Stdio},
-    thread::JoinHandle,
-};
+use std::{path::PathBuf, process::Command};
 
 use tracer::capabilities::KernelFeatures;
 
@@ -158,6 +153,11 @@ fn our_program_names() -> Vec<String> {
     }
     // The tracepoint spans' programs: the bracket and the transit.
     names.extend(["bracket_open", "bracket_close", "transit_arrive", "transit_depart"].map(str::to_owned));
+    // The floor `pathcost bench` attaches.
+    names.extend(
+        ["kprobe_floor", "kretprobe_floor", "fentry_floor_nf_hook_slow", "fexit_floor_nf_hook_slow"]
+            .map(|n| n.chars().take(15).collect::<String>()),
+    );
     names
 }
 
@@ -217,85 +217,18 @@ pub struct BpftraceStats {
     pub mean_ns: f64,
 }
 
-/// A running bpftrace script, attached: [`Bpftrace::start`] returns only
-/// after the script's probes are in place.
-pub struct Bpftrace {
-    child: Child,
-    stdout: BufReader<ChildStdout>,
-    stderr: Option<JoinHandle<String>>,
-}
-
-/// Printed by the BEGIN block [`Bpftrace::start`] adds; bpftrace runs BEGIN
-/// after it has attached every other probe.
-const READY: &str = "pathcost-tests: bpftrace attached";
+/// A running bpftrace script, attached (see [`tracer::bpftrace::Bpftrace`]);
+/// a test fails at once when it cannot start or stop.
+pub struct Bpftrace(tracer::bpftrace::Bpftrace);
 
 impl Bpftrace {
-    /// Starts `script` (bpftrace 0.17 syntax) and waits until it is attached.
-    /// bpftrace wants tracefs mounted. Where it is not (the host), it is
-    /// mounted in a private mount namespace (`unshare -m`), so the machine's
-    /// own mounts never change; where it is (the VM's init mounts it), a
-    /// second mount would fail with EBUSY, so it is used as it is.
     pub fn start(script: &str) -> Bpftrace {
-        let script = format!("BEGIN {{ printf(\"{READY}\\n\"); }}\n{script}");
-        let mut child = Command::new("unshare")
-            .args(["-m", "sh", "-c", "{ grep -q ' /sys/kernel/tracing tracefs ' /proc/self/mounts || mount -t tracefs nodev /sys/kernel/tracing; } && exec bpftrace -e \"$0\""])
-            .arg(&script)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start bpftrace under unshare -m");
-        let mut stderr = child.stderr.take().expect("piped stderr");
-        // A thread drains stderr so a chatty bpftrace can never block on a full pipe.
-        let stderr = std::thread::spawn(move || {
-            let mut text = String::new();
-            stderr.read_to_string(&mut text).ok();
-            text
-        });
-        let mut bpftrace = Bpftrace {
-            stdout: BufReader::new(child.stdout.take().expect("piped stdout")),
-            child,
-            stderr: Some(stderr),
-        };
-        let mut seen = String::new();
-        loop {
-            let mut line = String::new();
-            if bpftrace.stdout.read_line(&mut line).expect("read bpftrace's stdout") == 0 {
-                let status = bpftrace.child.wait().expect("wait for bpftrace");
-                let stderr = bpftrace.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
-                panic!("bpftrace exited ({status}) before attaching:\n{seen}{stderr}\nscript:\n{script}");
-            }
-            if line.trim_end() == READY {
-                return bpftrace;
-            }
-            seen.push_str(&line);
-        }
+        Bpftrace(tracer::bpftrace::Bpftrace::start(script).unwrap_or_else(|e| panic!("{e:#}")))
     }
 
-    /// Detaches and returns everything bpftrace printed after attaching,
-    /// including the maps it prints on exit.
-    pub fn stop(mut self) -> String {
-        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
-        // SAFETY: kill(2) only sends a signal; `pid` is our own child, not yet
-        // waited for, so it cannot have been reused. SIGINT makes bpftrace
-        // print its maps and exit.
-        let sent = unsafe { libc::kill(pid, libc::SIGINT) };
-        assert_eq!(sent, 0, "SIGINT to bpftrace: {}", std::io::Error::last_os_error());
-        let mut out = String::new();
-        self.stdout.read_to_string(&mut out).expect("read bpftrace's stdout");
-        let status = self.child.wait().expect("wait for bpftrace");
-        let stderr = self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
-        assert!(status.success(), "bpftrace exited with {status}:\n{out}{stderr}");
-        out
-    }
-}
-
-impl Drop for Bpftrace {
-    /// A test that panics half-way must not leave bpftrace attached.
-    fn drop(&mut self) {
-        if self.stderr.is_some() {
-            self.child.kill().ok();
-            self.child.wait().ok();
-        }
+    /// Detaches and returns everything bpftrace printed after attaching.
+    pub fn stop(self) -> String {
+        self.0.stop().unwrap_or_else(|e| panic!("{e:#}"))
     }
 }
 

@@ -144,7 +144,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(topo: &Topology, probes: Probes) -> Server {
+    fn start(topo: &Topology, probes: Probes, collect: Collect) -> Server {
         // The node namespace is held by one of this process's threads.
         let ns_path = format!("/proc/{}/task/{}/ns/net", std::process::id(), topo.node.tid());
         let ns = File::open(&ns_path).unwrap();
@@ -153,6 +153,9 @@ impl Server {
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--netns", "/proc/self/ns/net", "--refresh", "1s"]);
         if probes == Probes::Bracket {
             cmd.args(["--backend", "bracket"]);
+        }
+        if collect == Collect::Events {
+            cmd.args(["--collect", "events"]);
         }
         let fd = ns.as_raw_fd();
         // SAFETY: setns is async-signal-safe; `ns` stays open until spawn
@@ -373,11 +376,29 @@ fn check_node(e: &Exposition, service_ports: usize) {
     assert!(e.one("pathcost_kube_endpoints", &active) >= service_ports as f64);
 }
 
+/// How serve collects: its default (in-kernel aggregates) or events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Collect {
+    Kernel,
+    Events,
+}
+
 #[test]
 fn serve_exposes_growing_counts_and_detaches_on_sigterm() {
+    serve_case("serve_exposes_growing_counts_and_detaches_on_sigterm", Collect::Events);
+}
+
+/// serve's default: per-call series from the kernel's aggregates, exact in
+/// their counts, with no event per call.
+#[test]
+fn serve_aggregating_in_the_kernel_counts_every_call() {
+    serve_case("serve_aggregating_in_the_kernel_counts_every_call", Collect::Kernel);
+}
+
+fn serve_case(test: &str, collect: Collect) {
     let probes = match setup() {
         Ok(p) => p,
-        Err(why) => return skip("serve_exposes_growing_counts_and_detaches_on_sigterm", &why),
+        Err(why) => return skip(test, &why),
     };
     assert!(loaded_ours().is_empty(), "leftovers before the test: {:?}", loaded_ours());
     let cluster = Cluster::new(ClusterSpec::new(SERVICES, 2).with_protocols(vec![Protocol::Udp])).unwrap();
@@ -387,9 +408,9 @@ fn serve_exposes_growing_counts_and_detaches_on_sigterm() {
     // node to be counted as traffic.
     let backend = traffic::Backend::start(&topo, ENDPOINT_PORT).unwrap();
 
-    let mut server = Server::start(&topo, probes);
+    let mut server = Server::start(&topo, probes, collect);
     let address = server.address;
-    eprintln!("serve: {probes:?} probes, metrics at {address}");
+    eprintln!("serve: {probes:?} probes, {collect:?} collection, metrics at {address}");
 
     // Other paths.
     let (status, _, body) = request(&topo, address, "/healthz", None);
@@ -439,10 +460,18 @@ fn serve_exposes_growing_counts_and_detaches_on_sigterm() {
             }
             Probes::Functions => assert!(in_kernel >= n, "round {round}: {in_kernel}"),
         }
-        assert!(
-            grown("pathcost_packet_netfilter_duration_seconds_count", &[]) > 0.0,
-            "round {round}: no packet finished"
-        );
+        // Per-packet totals are built from events only.
+        if collect == Collect::Events {
+            assert!(
+                grown("pathcost_packet_netfilter_duration_seconds_count", &[]) > 0.0,
+                "round {round}: no packet finished"
+            );
+        }
+        if probes == Probes::Functions {
+            let runs = |e: &Exposition| e.sum("pathcost_probe_program_runs_total", &[("program", "kprobe_ipt_do_table")]);
+            assert!(runs(&after) - runs(&previous) >= n, "round {round}: program runs not counted");
+            assert!(after.sum("pathcost_probe_program_run_seconds_total", &[]) > 0.0);
+        }
         assert_eq!(after.sum("pathcost_events_lost_total", &[("reason", "undecodable_events")]), 0.0);
         previous = after;
     }

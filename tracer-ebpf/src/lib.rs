@@ -158,7 +158,8 @@ pub struct ProbeConfig {
     /// Offset of `ns.inum` (u32) in `struct net`: the namespace's inode.
     pub net_inum_off: i16,
     /// Non-zero: send one [`CallEvent`] per call through the ring buffer.
-    /// Zero: only the in-kernel histograms and counters are kept.
+    /// Zero: aggregate in the kernel instead (log-linear histograms per
+    /// [`AggregateKey`]); the log2 histograms and counters are kept either way.
     pub emit_events: u32,
     pub bracket: BracketConfig,
 }
@@ -246,6 +247,13 @@ pub struct Frame {
     /// Inode of the packet's network namespace (0 when unknown).
     pub netns: u32,
     pub _pad: u32,
+    /// The call's `struct nf_hook_state *` (0 if none): a call nested in
+    /// one with the same state (a table walk inside its hook) takes the
+    /// hook, family and namespace from it instead of reading them again.
+    pub state: u64,
+    /// The object naming the table or chain (aggregating: the names are
+    /// read once per key, not copied here at every entry).
+    pub name_obj: u64,
     pub name: [u8; NAME_LEN],
     pub table: [u8; NAME_LEN],
 }
@@ -325,9 +333,12 @@ pub enum Counter {
     /// Transits the next arriving packet replaced: the packet was not
     /// forwarded (dropped, delivered locally, or queued).
     TransitsUnclosed = 12,
+    /// Calls not aggregated because the aggregate map was full (a new
+    /// site × hook × table/chain × namespace key found no room).
+    AggregateOverflows = 13,
 }
 
-pub const COUNTER_COUNT: usize = 13;
+pub const COUNTER_COUNT: usize = 14;
 
 /// Per-CPU histogram slot for one site: log2 buckets plus running sums, so
 /// counts survive even when the ring buffer overflows.
@@ -341,8 +352,120 @@ pub struct SiteHistogram {
     pub max_ns: u64,
 }
 
+/// Sub-buckets per power of two in the aggregating histograms: a bucket is
+/// at most 1/16 of its value wide, so a percentile read at the bucket's
+/// middle is within about 3% of the exact one.
+pub const LOG_LINEAR_SUB_BITS: u32 = 4;
+const LOG_LINEAR_SUB: usize = 1 << LOG_LINEAR_SUB_BITS;
+/// Largest power of two with buckets of its own: 2^32 ns (4.3 s); longer
+/// calls share the last bucket (and `max_ns` keeps the longest).
+pub const LOG_LINEAR_TOP_POWER: usize = 32;
+/// Values below 16 ns have a bucket each; above, 16 per power of two.
+pub const LOG_LINEAR_BUCKETS: usize = (LOG_LINEAR_TOP_POWER - LOG_LINEAR_SUB_BITS as usize + 2) * LOG_LINEAR_SUB;
+
+/// Integer log2 without a count-leading-zeros instruction (BPF has none);
+/// 0 for 0.
+#[inline(always)]
+pub fn log2(mut v: u64) -> usize {
+    let mut r = 0;
+    if v >= 1 << 32 {
+        v >>= 32;
+        r += 32;
+    }
+    if v >= 1 << 16 {
+        v >>= 16;
+        r += 16;
+    }
+    if v >= 1 << 8 {
+        v >>= 8;
+        r += 8;
+    }
+    if v >= 1 << 4 {
+        v >>= 4;
+        r += 4;
+    }
+    if v >= 1 << 2 {
+        v >>= 2;
+        r += 2;
+    }
+    if v >= 1 << 1 {
+        r += 1;
+    }
+    r
+}
+
+/// Log-linear bucket of a duration in ns: exact below 16, then the power of
+/// two and the next four bits below the leading one.
+#[inline(always)]
+pub fn log_linear_index(v: u64) -> usize {
+    if v < LOG_LINEAR_SUB as u64 {
+        return v as usize;
+    }
+    let k = log2(v);
+    let sub = ((v >> (k - LOG_LINEAR_SUB_BITS as usize)) as usize) & (LOG_LINEAR_SUB - 1);
+    let i = (k - LOG_LINEAR_SUB_BITS as usize + 1) * LOG_LINEAR_SUB + sub;
+    if i < LOG_LINEAR_BUCKETS { i } else { LOG_LINEAR_BUCKETS - 1 }
+}
+
+/// The values bucket `i` holds: `[low, low + width)` ns.
+pub const fn log_linear_bounds(i: usize) -> (u64, u64) {
+    if i < LOG_LINEAR_SUB {
+        return (i as u64, 1);
+    }
+    let k = i / LOG_LINEAR_SUB + LOG_LINEAR_SUB_BITS as usize - 1;
+    let sub = (i % LOG_LINEAR_SUB) as u64;
+    let width = 1u64 << (k - LOG_LINEAR_SUB_BITS as usize);
+    ((LOG_LINEAR_SUB as u64 + sub) * width, width)
+}
+
+/// What one aggregated row is about: site, hook, family, namespace, the
+/// verdict (IPVS input hook only) and the object naming the table or chain,
+/// by address: names are read once per new key (see [`CallNames`]), not
+/// at every call.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AggregateKey {
+    pub site: u16,
+    pub hook: u8,
+    pub pf: u8,
+    pub netns: u32,
+    /// Netfilter verdict for [`SiteId::IpvsIn`], else 0.
+    pub ret: i32,
+    pub _pad: u32,
+    /// `struct xt_table *` or `struct nft_chain *` of the call, 0 if none.
+    pub name_obj: u64,
+}
+
+/// Per-CPU histogram of one [`AggregateKey`]: log-linear buckets of the
+/// inclusive time, plus sums from which means of self time and of the
+/// corrections are computed.
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct AggregateHistogram {
+    pub count: u64,
+    pub sum_ns: u64,
+    pub self_sum_ns: u64,
+    pub max_ns: u64,
+    /// Sums of [`Frame::descendants`] and [`Frame::children`]: each nested
+    /// probed call added one probe pair to this call.
+    pub descendants_sum: u64,
+    pub children_sum: u64,
+    pub buckets: [u64; LOG_LINEAR_BUCKETS],
+}
+
+/// A table or chain's names, read once per name object (see [`AggregateKey`]).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+pub struct CallNames {
+    pub name: [u8; NAME_LEN],
+    pub table: [u8; NAME_LEN],
+}
+
 const _: () = assert!(core::mem::size_of::<SiteLayout>() == 20);
-const _: () = assert!(core::mem::size_of::<Frame>() == 112);
+const _: () = assert!(core::mem::size_of::<Frame>() == 128);
+const _: () = assert!(core::mem::size_of::<AggregateKey>() == 24);
+const _: () = assert!(core::mem::size_of::<AggregateHistogram>() == (LOG_LINEAR_BUCKETS + 6) * 8);
+const _: () = assert!(log_linear_bounds(LOG_LINEAR_BUCKETS - 1).0 < (1u64 << (LOG_LINEAR_TOP_POWER + 1)));
 const _: () = assert!(core::mem::size_of::<CallEvent>() == 128);
 const _: () = assert!(core::mem::size_of::<SiteHistogram>() == (HIST_BUCKETS + 4) * 8);
 const _: () = assert!(MAX_DEPTH.is_power_of_two());
@@ -354,6 +477,9 @@ mod pod {
     unsafe impl aya::Pod for super::ProbeConfig {}
     unsafe impl aya::Pod for super::CallEvent {}
     unsafe impl aya::Pod for super::SiteHistogram {}
+    unsafe impl aya::Pod for super::AggregateKey {}
+    unsafe impl aya::Pod for super::AggregateHistogram {}
+    unsafe impl aya::Pod for super::CallNames {}
 }
 
 /// Histogram slots per site: the five `NF_INET_*` hooks plus one for calls

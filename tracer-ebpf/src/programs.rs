@@ -12,15 +12,15 @@ use aya_ebpf::{
         bpf_probe_read_kernel_str_bytes,
     },
     macros::{fentry, fexit, kprobe, kretprobe, map, raw_tracepoint},
-    maps::{PerCpuArray, RingBuf},
+    maps::{HashMap, PerCpuArray, PerCpuHashMap, RingBuf},
     programs::{FEntryContext, FExitContext, ProbeContext, RawTracePointContext, RetProbeContext},
     EbpfContext,
 };
 use aya_log_ebpf::warn;
 use tracer_ebpf::{
-    histogram_index, CallEvent, CallStack, Counter, Frame, OpenBracket, ProbeConfig, SiteHistogram, SiteId,
-    COUNTER_COUNT, HIST_BUCKETS, HOOK_SLOTS, HOOK_UNKNOWN, MAX_DEPTH, NAME_LEN, NO_ARG,
-    NO_OFFSET, SITE_COUNT,
+    histogram_index, log2, log_linear_index, AggregateHistogram, AggregateKey, CallEvent, CallNames, CallStack,
+    Counter, Frame, OpenBracket, ProbeConfig, SiteHistogram, SiteId, COUNTER_COUNT, HIST_BUCKETS, HOOK_SLOTS,
+    HOOK_UNKNOWN, LOG_LINEAR_BUCKETS, MAX_DEPTH, NAME_LEN, NO_ARG, NO_OFFSET, SITE_COUNT,
 };
 
 /// Written by userspace before load (see `ProbeConfig`).
@@ -42,6 +42,25 @@ static OPEN_BRACKET: PerCpuArray<OpenBracket> = PerCpuArray::with_max_entries(1,
 
 #[map]
 static OPEN_TRANSIT: PerCpuArray<OpenBracket> = PerCpuArray::with_max_entries(1, 0);
+
+/// Aggregating mode: one log-linear histogram per key and CPU. Preallocated
+/// (3.9 KiB per key and CPU), so the size is a budget: userspace sets it,
+/// and a key that finds no room is counted as an aggregate overflow.
+#[map]
+static AGGREGATES: PerCpuHashMap<AggregateKey, AggregateHistogram> = PerCpuHashMap::with_max_entries(256, 0);
+
+/// All zeroes: the initial value of a new aggregate, too large for the
+/// 512-byte stack. Never written.
+#[map]
+static ZERO_AGGREGATE: PerCpuArray<AggregateHistogram> = PerCpuArray::with_max_entries(1, 0);
+
+/// Names of the tables and chains the aggregates' keys point to, read once
+/// per new key. Shared by all CPUs; userspace reads it with the aggregates.
+#[map]
+static NAMES: HashMap<u64, CallNames> = HashMap::with_max_entries(1024, 0);
+
+/// `bpf_map_update_elem` flag: insert only if the key is absent.
+const BPF_NOEXIST: u64 = 1;
 
 /// 4 MiB: about 37,000 events in flight. Userspace may resize it.
 #[map]
@@ -193,16 +212,45 @@ fn read_name(addr: u64, is_ptr: u8, out: &mut [u8; NAME_LEN]) {
     }
 }
 
-/// Packet, hook, family and names of one call, as the site's layout says.
+/// The table or chain name (and an nf_tables chain's table name) of the
+/// object `obj`, as the site's layout says; empty when there is none.
+#[inline(always)]
+fn read_names(site: usize, obj: u64, name: &mut [u8; NAME_LEN], table: &mut [u8; NAME_LEN]) {
+    name[0] = 0;
+    table[0] = 0;
+    // LLVM knows a SiteId is below SITE_COUNT and drops the check; the
+    // verifier does not, so the index is read through a volatile load to
+    // keep the bound check it needs.
+    // SAFETY: reading a local.
+    let site = unsafe { core::ptr::read_volatile(&site) };
+    if obj == 0 || site >= SITE_COUNT {
+        return;
+    }
+    let layout = &config().sites[site];
+    read_name(obj + layout.name_off as u64, layout.name_is_ptr, name);
+    if layout.table_ptr_off != NO_OFFSET {
+        let t = read_u64(obj + layout.table_ptr_off as u64);
+        if t != 0 {
+            read_name(t + layout.table_name_off as u64, layout.table_name_is_ptr, table);
+        }
+    }
+}
+
+/// Packet, hook state, hook, family and namespace of one call, as the
+/// site's layout says.
 struct Attribution {
     skb: u64,
+    state: u64,
     hook: u8,
     pf: u8,
     netns: u32,
 }
 
+/// `parent` is the enclosing open call on this CPU, if any: when it had the
+/// same hook state, its hook, family and namespace are this call's too, and
+/// the four kernel reads that find them are skipped.
 #[inline(always)]
-fn attribute<A: Args>(ctx: &A, site: usize) -> Attribution {
+fn attribute<A: Args>(ctx: &A, site: usize, parent: Option<&Frame>) -> Attribution {
     let cfg = config();
     let layout = &cfg.sites[site];
     let mut skb = 0;
@@ -223,9 +271,22 @@ fn attribute<A: Args>(ctx: &A, site: usize) -> Attribution {
     let mut hook = HOOK_UNKNOWN;
     let mut pf = 0;
     let mut netns = 0;
-    if state != 0 && cfg.state_hook_off != NO_OFFSET {
-        hook = read_u8(state + cfg.state_hook_off as u64);
-        pf = read_u8(state + cfg.state_pf_off as u64);
+    if let Some(p) = parent.filter(|p| state != 0 && p.state == state) {
+        hook = p.hook;
+        pf = p.pf;
+        netns = p.netns;
+    } else if state != 0 && cfg.state_hook_off != NO_OFFSET {
+        if cfg.state_pf_off == cfg.state_hook_off + 1 {
+            // Adjacent (they are, in every kernel so far): one read for both.
+            // SAFETY: bpf_probe_read_kernel checks the address and fails
+            // cleanly on a bad one.
+            let both: u16 = unsafe { bpf_probe_read_kernel((state + cfg.state_hook_off as u64) as *const u16) }
+                .unwrap_or(u16::from_le_bytes([HOOK_UNKNOWN, 0]));
+            [hook, pf] = both.to_le_bytes();
+        } else {
+            hook = read_u8(state + cfg.state_hook_off as u64);
+            pf = read_u8(state + cfg.state_pf_off as u64);
+        }
         if cfg.state_net_off != NO_OFFSET {
             let net = read_u64(state + cfg.state_net_off as u64);
             if net != 0 {
@@ -236,7 +297,7 @@ fn attribute<A: Args>(ctx: &A, site: usize) -> Attribution {
     if layout.hook_value_arg != NO_ARG {
         hook = ctx.arg_at(layout.hook_value_arg) as u8;
     }
-    Attribution { skb, hook, pf, netns }
+    Attribution { skb, state, hook, pf, netns }
 }
 
 #[inline(always)]
@@ -257,7 +318,8 @@ fn on_entry<A: Args + EbpfContext>(ctx: &A, site: SiteId) -> u32 {
     if site_idx >= SITE_COUNT {
         return 0;
     }
-    let mut at = attribute(ctx, site_idx);
+    let parent = if depth > 0 { Some(&*frame_at(&mut stack.frames, depth - 1)) } else { None };
+    let mut at = attribute(ctx, site_idx, parent);
     // Calls without a hook state (ip_vs_schedule) run inside one that has
     // it (the IPVS hook): inherit the enclosing call's hook and namespace.
     if at.hook == HOOK_UNKNOWN && depth > 0 {
@@ -269,70 +331,29 @@ fn on_entry<A: Args + EbpfContext>(ctx: &A, site: SiteId) -> u32 {
             at.skb = parent.skb;
         }
     }
-    let layout = &config().sites[site_idx];
+    let cfg = config();
+    let layout = &cfg.sites[site_idx];
     let frame = frame_at(&mut stack.frames, depth);
     frame.site = site as u16;
     frame.children = 0;
     frame.descendants = 0;
     frame.skb = at.skb;
+    frame.state = at.state;
     frame.hook = at.hook;
     frame.pf = at.pf;
     frame.netns = at.netns;
     frame.child_ns = 0;
     frame.transmit_ns = 0;
-    frame.name[0] = 0;
-    frame.table[0] = 0;
-    if layout.name_obj_arg != NO_ARG {
-        let obj = ctx.arg_at(layout.name_obj_arg);
-        if obj != 0 {
-            read_name(obj + layout.name_off as u64, layout.name_is_ptr, &mut frame.name);
-            if layout.table_ptr_off != NO_OFFSET {
-                let table = read_u64(obj + layout.table_ptr_off as u64);
-                if table != 0 {
-                    read_name(
-                        table + layout.table_name_off as u64,
-                        layout.table_name_is_ptr,
-                        &mut frame.table,
-                    );
-                }
-            }
-        }
+    frame.name_obj = if layout.name_obj_arg != NO_ARG { ctx.arg_at(layout.name_obj_arg) } else { 0 };
+    // Events carry the names; aggregates read them once per key, at exit.
+    if cfg.emit_events != 0 {
+        read_names(site_idx, frame.name_obj, &mut frame.name, &mut frame.table);
     }
     stack.depth = (depth + 1) as u32;
     count(Counter::Entries);
     // Take the time last, so the work above is not charged to the call.
     frame.start_ns = unsafe { bpf_ktime_get_ns() };
     0
-}
-
-/// Integer log2 without a count-leading-zeros instruction (BPF has none).
-#[inline(always)]
-fn log2(mut v: u64) -> usize {
-    let mut r = 0;
-    if v >= 1 << 32 {
-        v >>= 32;
-        r += 32;
-    }
-    if v >= 1 << 16 {
-        v >>= 16;
-        r += 16;
-    }
-    if v >= 1 << 8 {
-        v >>= 8;
-        r += 8;
-    }
-    if v >= 1 << 4 {
-        v >>= 4;
-        r += 4;
-    }
-    if v >= 1 << 2 {
-        v >>= 2;
-        r += 2;
-    }
-    if v >= 1 << 1 {
-        r += 1;
-    }
-    r
 }
 
 /// `skb` is the packet seen by the exit program, when it can see one
@@ -418,6 +439,7 @@ fn record_call(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i6
     // what a probe pair costs. (Userspace sizes calibration to fit the ring
     // and discards those events.)
     if config().emit_events == 0 {
+        aggregate(site, frame, duration, self_ns, ret);
         return;
     }
     match EVENTS.reserve::<CallEvent>(0) {
@@ -447,6 +469,58 @@ fn record_call(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i6
             entry.submit(BPF_RB_NO_WAKEUP);
         }
         None => count(Counter::RingReserveFailures),
+    }
+}
+
+/// Adds one call to its key's log-linear histogram on this CPU; a new key
+/// gets its names read into `NAMES` (once, whichever CPU sees it first).
+#[inline(always)]
+fn aggregate(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i64) {
+    let key = AggregateKey {
+        site: site as u16,
+        hook: frame.hook,
+        pf: frame.pf,
+        netns: frame.netns,
+        ret: if site as u16 == SiteId::IpvsIn as u16 { ret as i32 } else { 0 },
+        _pad: 0,
+        name_obj: frame.name_obj,
+    };
+    let h = match AGGREGATES.get_ptr_mut(&key) {
+        Some(h) => h,
+        None => {
+            if frame.name_obj != 0 {
+                let mut names = CallNames { name: [0; NAME_LEN], table: [0; NAME_LEN] };
+                read_names(site as usize, frame.name_obj, &mut names.name, &mut names.table);
+                // Full or already there: either way the call is still counted.
+                let _ = NAMES.insert(&frame.name_obj, &names, BPF_NOEXIST);
+            }
+            let Some(zero) = ZERO_AGGREGATE.get_ptr(0) else { return };
+            // SAFETY: this CPU's slot of a per-CPU array, never written.
+            let inserted = AGGREGATES.insert(&key, unsafe { &*zero }, BPF_NOEXIST);
+            match (inserted, AGGREGATES.get_ptr_mut(&key)) {
+                (_, Some(h)) => h,
+                _ => {
+                    count(Counter::AggregateOverflows);
+                    return;
+                }
+            }
+        }
+    };
+    // SAFETY: this CPU's value of a per-CPU hash entry; only programs on
+    // this CPU write it, and they do not preempt each other mid-update
+    // (a nested run would be counted as a BPF recursion miss instead).
+    let h = unsafe { &mut *h };
+    let bucket = log_linear_index(duration);
+    if bucket < LOG_LINEAR_BUCKETS {
+        h.buckets[bucket] += 1;
+    }
+    h.count += 1;
+    h.sum_ns += duration;
+    h.self_sum_ns += self_ns;
+    h.descendants_sum += u64::from(frame.descendants);
+    h.children_sum += u64::from(frame.children);
+    if duration > h.max_ns {
+        h.max_ns = duration;
     }
 }
 
@@ -522,6 +596,8 @@ fn close_span(site: SiteId, open: &mut OpenBracket, now: u64) {
         pf: 2,   // NFPROTO_IPV4
         netns: open.netns,
         _pad: 0,
+        state: 0,
+        name_obj: 0,
         name: [0; NAME_LEN],
         table: [0; NAME_LEN],
     };
@@ -641,3 +717,31 @@ site_programs!(SiteId::IpvsSchedule, kprobe_ipvs_schedule, kretprobe_ipvs_schedu
 site_programs!(SiteId::IpvsConnInGet, kprobe_ipvs_conn_in_get, kretprobe_ipvs_conn_in_get, fentry_ipvs_conn_in_get, fexit_ipvs_conn_in_get);
 site_programs!(SiteId::IpvsXmit, kprobe_ipvs_xmit, kretprobe_ipvs_xmit, fentry_ipvs_xmit, fexit_ipvs_xmit);
 site_programs!(SiteId::Calibration, kprobe_calibration, kretprobe_calibration, fentry_calibration, fexit_calibration);
+
+// The floor: entry/exit programs that only return. Attached to the same
+// functions with the same mechanism as the sites, they cost what the
+// mechanism itself costs (the trampoline or the kprobe trap and the
+// kretprobe's return hijack), which no tracer using it can go below;
+// `pathcost bench` sets pathcost and bpftrace against it. A kprobe program
+// attaches to any number of functions; an fentry program is loaded for one
+// target, so it exists per site that fentry can reach (vmlinux functions).
+
+#[kprobe]
+pub fn kprobe_floor(_ctx: ProbeContext) -> u32 {
+    0
+}
+
+#[kretprobe]
+pub fn kretprobe_floor(_ctx: RetProbeContext) -> u32 {
+    0
+}
+
+#[fentry]
+pub fn fentry_floor_nf_hook_slow(_ctx: FEntryContext) -> u32 {
+    0
+}
+
+#[fexit]
+pub fn fexit_floor_nf_hook_slow(_ctx: FExitContext) -> u32 {
+    0
+}

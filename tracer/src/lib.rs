@@ -13,6 +13,7 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod bpftrace;
 pub mod capabilities;
 pub mod collection;
 pub mod detection;

@@ -7,12 +7,12 @@ use anyhow::{Context as _, Result};
 use tracer_ebpf::SiteId;
 
 use crate::{
-    collection::{self, calibration, Call, EventStream, KernelMaps},
+    collection::{self, aggregate::Aggregates, calibration, runtime, Call, EventStream, KernelMaps},
     probes::{
         attach::{attach, AttachRequest, AttachedProbes, SiteStatus},
         Mechanism, ProbeSite,
     },
-    report::TraceReport,
+    report::{Collection, TraceReport},
     statistics::{packets::PacketTotals, CallStatistics},
 };
 
@@ -33,6 +33,8 @@ pub struct Session {
     probes: AttachedProbes,
     maps: KernelMaps,
     events: EventStream,
+    /// Aggregating in the kernel (no events): the rows come from here.
+    aggregates: Option<Aggregates>,
     stats: CallStatistics,
     packets: PacketTotals,
     filter: CallFilter,
@@ -65,6 +67,8 @@ pub struct LiveProbes {
     pub probes: AttachedProbes,
     pub maps: KernelMaps,
     pub events: EventStream,
+    /// `Some` when the request aggregates in the kernel (`emit_events` off).
+    pub aggregates: Option<Aggregates>,
     pub corrections: calibration::Corrections,
 }
 
@@ -76,6 +80,7 @@ impl LiveProbes {
         let mut probes = attach(request)?;
         let maps = KernelMaps::take(&mut probes.ebpf)?;
         let mut events = EventStream::take(&mut probes.ebpf)?;
+        let aggregates = (!request.emit_events).then(|| Aggregates::take(&mut probes.ebpf)).transpose()?;
         let attached: Vec<(SiteId, Mechanism)> = probes
             .sites
             .iter()
@@ -92,7 +97,7 @@ impl LiveProbes {
             }
         }
         let corrections = calibration::Corrections::new(costs, &attached);
-        Ok(LiveProbes { probes, maps, events, corrections })
+        Ok(LiveProbes { probes, maps, events, aggregates, corrections })
     }
 }
 
@@ -100,11 +105,12 @@ impl Session {
     /// Attaches (and calibrates) synchronously, so callers can start
     /// traffic knowing the probes are live.
     pub fn start(opts: &SessionOptions) -> Result<Session> {
-        let LiveProbes { probes, maps, events, corrections } = LiveProbes::start(&opts.request, opts.calibrate)?;
+        let LiveProbes { probes, maps, events, aggregates, corrections } = LiveProbes::start(&opts.request, opts.calibrate)?;
         Ok(Session {
             probes,
             maps,
             events,
+            aggregates,
             stats: CallStatistics::new(corrections),
             packets: PacketTotals::default(),
             filter: CallFilter { netns: opts.netns, kept: opts.keep_calls.then(Vec::new) },
@@ -185,15 +191,22 @@ impl Session {
         let mut losses = self.maps.losses()?;
         losses.undecodable_events = self.events.undecodable;
         losses.bpf_recursion_misses = collection::recursion_misses(&self.probes.ebpf);
-        Ok(TraceReport::build(
+        let aggregated = match &self.aggregates {
+            Some(a) => Some(CallStatistics::from_aggregates(&a.read()?, self.stats.corrections.clone(), self.filter.netns)),
+            None => None,
+        };
+        let mut report = TraceReport::build(
             self.probes.kernel.release.clone(),
             self.started.elapsed().as_secs_f64(),
             self.probes.sites.clone(),
-            &self.stats,
+            aggregated.as_ref().unwrap_or(&self.stats),
             &self.packets,
             &self.maps.histograms()?,
             losses,
-        ))
+        );
+        report.program_run = runtime::pair_run_times(&runtime::program_run_times(&self.probes.ebpf));
+        report.collection = if self.aggregates.is_some() { Collection::Kernel } else { Collection::Events };
+        Ok(report)
     }
 
     /// Detaches everything and returns the final report, with the kept

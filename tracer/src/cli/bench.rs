@@ -1,19 +1,24 @@
-//! `pathcost bench`: what pathcost itself costs on this kernel.
+//! `pathcost bench`: what pathcost costs on this kernel, beside bpftrace
+//! and the floor.
 
-use std::path::PathBuf;
+use std::{fmt::Write as _, path::PathBuf};
 
 use anyhow::Result;
-use tracer::{probes::Backend, report::Format};
+use tracer::{bench::BenchReport, probes::Backend, report::Format};
 
 use super::write_output;
 
-/// Measure pathcost's own overhead on this kernel.
+/// Measure pathcost's own overhead on this kernel, beside bpftrace.
 ///
-/// In private namespaces with kube-proxy-shaped iptables rules: the time a
-/// new connection takes with probes detached, attached and detached again
-/// (added ns per packet and the ratio; under emulation trust the ratio),
-/// then a flood with probes attached: events per second delivered to
-/// userspace and every event lost.
+/// In private namespaces with kube-proxy-shaped iptables rules, the same
+/// new connections are timed with nothing attached, the floor (empty
+/// entry/exit programs on the same functions), pathcost sending events,
+/// pathcost aggregating in the kernel, bpftrace (kprobe/kretprobe pairs
+/// and hist()), and nothing attached again: added ns per packet and per
+/// probed call, ratios to bpftrace and multiples of the floor, the
+/// programs' own run time per call. Then a flood per recording tracer:
+/// calls per second recorded and every call lost. Under emulation trust
+/// the ratios.
 #[derive(clap::Args, Debug)]
 pub struct Args {
     /// Services programmed in the node namespace.
@@ -40,30 +45,79 @@ pub async fn run(args: Args) -> Result<()> {
     }
     let text = match args.format {
         Format::Json => json,
-        Format::Table => {
-            let f = &r.flood;
-            format!(
-                "pathcost bench: kernel {}, {} services, {} new connections per phase, {}\n\
-                 per new connection (sender's wall time): detached {:.0} ns, attached {:.0} ns, detached again {:.0} ns\n\
-                 probes add {:.0} ns per packet (x{:.2}), {:.1} probed calls per packet\n\
-                 flood: {} packets in {:.2} s, {:.0} events/s delivered, ring reserve failures {}, unmatched exits {}\n",
-                r.kernel,
-                r.services,
-                r.packets_per_phase,
-                r.backend,
-                r.detached_ns,
-                r.attached_ns,
-                r.detached_again_ns,
-                r.added_ns_per_packet,
-                r.overhead_ratio,
-                r.calls_per_packet,
-                f.packets,
-                f.seconds,
-                f.events_per_second,
-                f.losses.ring_reserve_failures,
-                f.losses.unmatched_exits,
-            )
-        }
+        Format::Table => table(&r),
     };
     write_output(&text, None)
+}
+
+fn opt(v: Option<f64>, digits: usize) -> String {
+    v.map_or_else(|| "-".to_owned(), |v| format!("{v:.digits$}"))
+}
+
+fn table(r: &BenchReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pathcost bench: kernel {}, {} services, {} new connections per tracer in {} rotated rounds, {}, {:.1} probed calls per packet",
+        r.kernel, r.services, r.packets_per_phase, r.rounds, r.backend, r.calls_per_packet
+    );
+    let _ = writeln!(
+        out,
+        "nothing attached: transit p50 {:.0} ns per packet ({:.1} probed calls inside it); sender's wall time {:.0} ns per new connection (median of rounds, first {:.0}, last {:.0})",
+        r.detached_transit_p50_ns,
+        r.transit_calls_per_packet,
+        r.detached_ns,
+        r.detached_first_last_ns.0,
+        r.detached_first_last_ns.1
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<21} {:>12} {:>14} {:>10} {:>10} {:>8} {:>12} {:>11} {:>10}",
+        "tracer", "transit p50", "added/packet", "added/call", "x bpftrace", "x floor", "in programs", "wall/packet", "wall added"
+    );
+    for t in &r.tracers {
+        let _ = writeln!(
+            out,
+            "{:<21} {:>12.0} {:>14.0} {:>10.0} {:>10} {:>8} {:>12} {:>11.0} {:>10.0}",
+            t.tracer.to_string(),
+            t.transit_p50_ns,
+            t.added_transit_ns,
+            t.added_ns_per_transit_call,
+            opt(t.ratio_to_bpftrace, 2),
+            opt(t.floor_multiple, 2),
+            opt(t.program_run_ns_per_call, 0),
+            t.attached_ns,
+            t.added_ns_per_packet,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(ns; added: median over rounds of the transit p50 over the same round's detached one, per packet and per probed call inside the transit; \
+         in programs: the tracer's own BPF program run time per call, from the kernel's run-time statistics; wall: the sender's time per new connection, noisy on a shared machine)"
+    );
+    for c in &r.self_cost {
+        let _ = writeln!(
+            out,
+            "getppid calibration ({} on {}): {:.0} ns per pair, {:.0} ns inside measured spans",
+            c.mechanism, c.target, c.pair_ns, c.span_ns
+        );
+    }
+    for p in &r.program_run {
+        let _ = writeln!(out, "program run time: {} and its exit, {:.0} ns per call over {} calls", p.entry, p.ns_per_call, p.calls);
+    }
+    let _ = writeln!(out, "\nflood (as fast as the client sends):");
+    for f in &r.flood {
+        let lost = f.lost.map_or_else(|| "not counted".to_owned(), |l| l.to_string());
+        let _ = writeln!(
+            out,
+            "  {:<21} {} packets in {:.2} s: {:.0} calls/s recorded ({} calls), lost {}",
+            f.tracer.to_string(),
+            f.packets,
+            f.seconds,
+            f.calls_per_second,
+            f.calls,
+            lost
+        );
+    }
+    out
 }

@@ -5,6 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::Result;
 use tracer::{
+    report::Collection,
     detection::{proxy_mode, CollectOptions},
     metrics::live::{self, ServeOptions},
     probes::{
@@ -45,6 +46,14 @@ pub struct Args {
     /// Skip measuring the probes' own cost at start-up.
     #[arg(long)]
     no_calibrate: bool,
+    /// How per-call series are produced: `kernel` (log-linear histograms in
+    /// the kernel, read at scrape time: no event per call, percentiles
+    /// within ~3%; the per-packet and transit series stay empty) or `events`
+    /// (one ring-buffer event per call: exact, with the per-packet series).
+    /// Default: kernel, or events with --egress-device (the transit is a
+    /// per-packet series).
+    #[arg(long, value_enum)]
+    collect: Option<Collection>,
     /// Keep only packets of this network namespace, given as a path
     /// (/proc/1/ns/net is the host's, /run/netns/NAME a named one).
     #[arg(long)]
@@ -98,7 +107,11 @@ pub async fn run(args: Args) -> Result<()> {
             sites,
             explicit,
             backend: args.backend,
-            emit_events: true,
+            emit_events: args.collect.unwrap_or(if args.egress_device.is_some() {
+                Collection::Events
+            } else {
+                Collection::Kernel
+            }) == Collection::Events,
             bracket: Some(bracket),
             transit: args.egress_device.is_some(),
         },

@@ -8,7 +8,7 @@ use tracer::{
         attach::{AttachRequest, BracketFilter},
         Backend, SiteList, SITES,
     },
-    report::{self, Format, TraceReport},
+    report::{self, Collection, Format, TraceReport},
     trace::{stop_signal, Session, SessionOptions},
 };
 
@@ -67,7 +67,17 @@ pub struct Args {
     /// stdout); repeatable, e.g. --export md=trace.md --export csv=calls.csv.
     #[arg(long, value_name = "FORMAT=PATH")]
     export: Vec<tracer::report::export::ExportTarget>,
+    /// How per-call figures are collected: `events` (one ring-buffer event
+    /// per call: exact, per-packet totals) or `kernel` (log-linear
+    /// histograms in the kernel: cheaper per call, percentiles within ~3%,
+    /// no per-packet totals). Default: events for runs of --duration 60s or
+    /// less, kernel for longer or unbounded runs.
+    #[arg(long, value_enum)]
+    collect: Option<Collection>,
 }
+
+/// Runs up to this long collect events by default; longer ones aggregate.
+const LONG_RUN: Duration = Duration::from_secs(60);
 
 pub async fn run(args: Args) -> Result<()> {
     let explicit = args.sites.is_some();
@@ -84,7 +94,11 @@ pub async fn run(args: Args) -> Result<()> {
             sites,
             explicit,
             backend: args.backend,
-            emit_events: true,
+            emit_events: args.collect.unwrap_or(if args.duration.is_some_and(|d| d <= LONG_RUN) {
+                Collection::Events
+            } else {
+                Collection::Kernel
+            }) == Collection::Events,
             bracket: Some(bracket),
             transit: args.egress_device.is_some(),
         },
@@ -124,6 +138,12 @@ fn warn_about_losses(r: &TraceReport) {
         eprintln!(
             "warning: {} exits found no entry and {} entries lost their exit (kretprobe misses?); their calls are not in the figures",
             l.unmatched_exits, l.orphaned_frames
+        );
+    }
+    if l.aggregate_overflows > 0 {
+        eprintln!(
+            "warning: {} calls found the in-kernel aggregate map full and were not counted in the rows; use --collect events or fewer sites",
+            l.aggregate_overflows
         );
     }
     if l.depth_overflows > 0 {

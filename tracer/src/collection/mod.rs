@@ -1,7 +1,9 @@
 //! Reads what the probes produced: per-call events from the ring buffer,
 //! and the in-kernel counters and log2 histograms, summed over CPUs.
 
+pub mod aggregate;
 pub mod calibration;
+pub mod runtime;
 
 use std::time::Duration;
 
@@ -48,6 +50,10 @@ pub struct Losses {
     /// `bpf_prog_info`, kernels 5.12+; 0 where not exposed).
     #[serde(default)]
     pub bpf_recursion_misses: u64,
+    /// Aggregating: calls not counted because the aggregate map had no room
+    /// for a new key.
+    #[serde(default)]
+    pub aggregate_overflows: u64,
 }
 
 impl Losses {
@@ -69,6 +75,7 @@ impl Losses {
             transits_closed,
             transits_unclosed,
             bpf_recursion_misses,
+            aggregate_overflows,
         } = *other;
         self.entries += entries;
         self.matched += matched;
@@ -85,6 +92,7 @@ impl Losses {
         self.transits_closed += transits_closed;
         self.transits_unclosed += transits_unclosed;
         self.bpf_recursion_misses += bpf_recursion_misses;
+        self.aggregate_overflows += aggregate_overflows;
     }
 }
 
@@ -137,6 +145,9 @@ pub fn recursion_misses(ebpf: &aya::Ebpf) -> u64 {
 pub struct KernelMaps {
     counters: PerCpuArray<MapData, u64>,
     histograms: PerCpuArray<MapData, SiteHistogram>,
+    /// The programs loaded when the maps were taken (the sites', not the
+    /// calibration pair loaded later), for their run-time counters.
+    pub programs: runtime::OwnPrograms,
 }
 
 impl KernelMaps {
@@ -144,7 +155,7 @@ impl KernelMaps {
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
         let histograms =
             PerCpuArray::try_from(ebpf.take_map("HISTOGRAMS").context("no HISTOGRAMS map")?)?;
-        Ok(KernelMaps { counters, histograms })
+        Ok(KernelMaps { counters, histograms, programs: runtime::OwnPrograms::of(ebpf) })
     }
 
     pub fn losses(&self) -> Result<Losses> {
@@ -170,6 +181,7 @@ impl KernelMaps {
             transits_unclosed: sums[Counter::TransitsUnclosed as usize],
             // Filled by the session, which owns the programs.
             bpf_recursion_misses: 0,
+            aggregate_overflows: sums[Counter::AggregateOverflows as usize],
         })
     }
 

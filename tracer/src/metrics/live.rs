@@ -69,10 +69,16 @@ pub async fn serve(
         started = attaching => started.context("the attaching thread failed")??,
         () = &mut stop => return Ok(ServeSummary { events: 0, sites: Vec::new() }),
     };
-    let LiveProbes { probes, maps, mut events, corrections } = live;
+    let LiveProbes { probes, maps, mut events, aggregates, corrections } = live;
     let sites = probes.sites.clone();
     on_attached(&sites);
-    let run = ProbeRun { kernel: probes.kernel.release.clone(), sites: sites.clone(), corrections, netns: opts.netns };
+    let run = ProbeRun {
+        kernel: probes.kernel.release.clone(),
+        sites: sites.clone(),
+        corrections,
+        netns: opts.netns,
+        aggregates,
+    };
     let metrics = Arc::new(CostMetrics::new(run, Box::new(maps), node));
 
     let (shutdown, shutdown_rx) = watch::channel(false);

@@ -28,7 +28,7 @@ use prometheus_client::{
 use tracer_ebpf::{SiteId, SITE_COUNT};
 
 use crate::{
-    collection::{calibration::Corrections, Call, KernelHistogram, KernelMaps, Losses},
+    collection::{aggregate::Aggregates, calibration::Corrections, runtime::ProgramRunTime, Call, KernelHistogram, KernelMaps, Losses},
     probes::{attach::SiteStatus, hook_name, Mechanism, ProbeSite, BRACKET},
     statistics::{packets::PacketTotals, SiteKey},
 };
@@ -58,6 +58,11 @@ fn seconds(ns: u64) -> f64 {
 pub trait KernelCounters: Send + Sync {
     fn losses(&self) -> anyhow::Result<Losses>;
     fn histograms(&self) -> anyhow::Result<Vec<KernelHistogram>>;
+    /// The probes' programs' own run time so far (empty where the kernel
+    /// keeps no run-time statistics).
+    fn program_run_times(&self) -> Vec<ProgramRunTime> {
+        Vec::new()
+    }
 }
 
 impl KernelCounters for KernelMaps {
@@ -67,6 +72,10 @@ impl KernelCounters for KernelMaps {
 
     fn histograms(&self) -> anyhow::Result<Vec<KernelHistogram>> {
         KernelMaps::histograms(self)
+    }
+
+    fn program_run_times(&self) -> Vec<ProgramRunTime> {
+        self.programs.run_times()
     }
 }
 
@@ -134,6 +143,9 @@ pub struct ProbeRun {
     pub corrections: Corrections,
     /// Keep only calls of this network namespace (inode); `None`: all.
     pub netns: Option<u32>,
+    /// Aggregating in the kernel: the per-call series are read from these
+    /// at scrape time instead of recorded from events.
+    pub aggregates: Option<Aggregates>,
 }
 
 /// Mechanism per site id, from the attach outcome.
@@ -178,8 +190,11 @@ impl CostMetrics {
         let mut registry = Registry::default();
         let families: [HistogramFamily; 4] =
             std::array::from_fn(|_| Family::new_with_constructor(call_histogram as fn() -> Histogram));
-        for ((name, help), family) in CALL_HISTOGRAMS.iter().zip(&families) {
-            registry.register_with_unit(*name, *help, Unit::Seconds, family.clone());
+        // Aggregating, the scrape encodes these from the kernel's histograms.
+        if run.aggregates.is_none() {
+            for ((name, help), family) in CALL_HISTOGRAMS.iter().zip(&families) {
+                registry.register_with_unit(*name, *help, Unit::Seconds, family.clone());
+            }
         }
         let transit = call_histogram();
         registry.register_with_unit(
@@ -196,6 +211,11 @@ impl CostMetrics {
             packets: Mutex::new(PacketTotals::default()),
             packet_source: scrape::packet_source(&mechanisms),
             self_cost: run.corrections.costs.clone(),
+            aggregates: run.aggregates.map(|a| scrape::AggregatedCalls {
+                maps: a,
+                corrections: run.corrections.clone(),
+                netns: run.netns,
+            }),
             sites: run.sites,
             mechanisms,
             node,

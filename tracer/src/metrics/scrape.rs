@@ -17,11 +17,11 @@ use prometheus_client::{
 };
 use tracer_ebpf::{SiteId, HIST_BUCKETS, SITE_COUNT};
 
-use super::{mechanism_name, node::NodeSlot, seconds, KernelCounters, BUCKET_BOUNDS_NS};
+use super::{mechanism_name, node::NodeSlot, seconds, CallLabels, KernelCounters, BUCKET_BOUNDS_NS, CALL_HISTOGRAMS};
 use crate::{
-    collection::{calibration::SelfCost, KernelHistogram},
+    collection::{aggregate::Aggregates, calibration::{Corrections, SelfCost}, KernelHistogram},
     probes::{attach::SiteStatus, hook_name, Mechanism, ProbeSite},
-    statistics::packets::PacketTotals,
+    statistics::{packets::PacketTotals, CallStatistics},
 };
 
 /// In-kernel histograms: bucket `i` holds calls of `[2^i, 2^(i+1))` ns.
@@ -42,6 +42,16 @@ pub(super) struct ScrapeState {
     pub mechanisms: [Option<Mechanism>; SITE_COUNT],
     pub self_cost: Vec<SelfCost>,
     pub node: Arc<NodeSlot>,
+    /// `Some` when aggregating in the kernel: the per-call series come from here.
+    pub aggregates: Option<AggregatedCalls>,
+}
+
+/// The kernel's aggregates and what is needed to turn them into the same
+/// per-call series that events would have produced.
+pub(super) struct AggregatedCalls {
+    pub maps: Aggregates,
+    pub corrections: Corrections,
+    pub netns: Option<u32>,
 }
 
 impl fmt::Debug for ScrapeState {
@@ -115,6 +125,36 @@ impl ScrapeState {
         ]
     }
 
+    /// Aggregating: the per-call series (same names and labels as from
+    /// events), read from the kernel's log-linear histograms now.
+    fn encode_aggregates(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
+        let Some(a) = &self.aggregates else { return Ok(()) };
+        let rows = match a.maps.read() {
+            Ok(rows) => rows,
+            Err(e) => {
+                log::warn!("reading the in-kernel aggregates: {e:#}");
+                return Ok(());
+            }
+        };
+        let stats = CallStatistics::from_aggregates(&rows, a.corrections.clone(), a.netns);
+        for (i, (name, help)) in CALL_HISTOGRAMS.iter().enumerate() {
+            let mut m = enc.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+            for (key, d) in &stats.rows {
+                let labels = CallLabels {
+                    site: key.site_name(),
+                    hook: key.hook.map_or("-", hook_name),
+                    table: key.table.clone(),
+                    chain: key.chain.clone(),
+                    mechanism: mechanism_name(self.mechanisms[key.site as usize]),
+                };
+                let h = [&d.inclusive, &d.exclusive, &d.inclusive_corrected, &d.exclusive_corrected][i];
+                let (sum, count, buckets) = hdr_buckets(h);
+                histogram(&mut m, &labels, sum, count, &buckets)?;
+            }
+        }
+        Ok(())
+    }
+
     fn encode_kernel(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         let histograms: Vec<KernelHistogram> = match self.counters.histograms() {
             Ok(h) => h.into_iter().filter(|h| h.site != SiteId::Calibration).collect(),
@@ -177,6 +217,7 @@ impl ScrapeState {
             ("negative_durations", l.negative_durations),
             ("undecodable_events", l.undecodable_events),
             ("brackets_unclosed", l.brackets_unclosed),
+            ("aggregate_overflows", l.aggregate_overflows),
         ] {
             counter(&mut m, &[("reason", reason)], v)?;
         }
@@ -240,6 +281,28 @@ impl ScrapeState {
             for c in &self.self_cost {
                 gauge(&mut m, &[("mechanism", c.mechanism.as_str()), ("target", c.target.as_str())], value(c) / 1e9)?;
             }
+        }
+        // The programs' own run time: with the pair cost above, it says how
+        // much of what a probe pair adds is spent inside pathcost's programs.
+        let programs = self.counters.program_run_times();
+        let mut m = enc.encode_descriptor(
+            "pathcost_probe_program_run",
+            "Time spent inside each of pathcost's eBPF programs since start-up (BPF run-time statistics); divide by pathcost_probe_program_runs_total for the time per run",
+            Some(&Unit::Seconds),
+            MetricType::Counter,
+        )?;
+        for p in &programs {
+            m.encode_family(&[("program", p.program.as_str())])?
+                .encode_counter::<NoLabelSet, f64, f64>(&seconds(p.run_time_ns), None)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "pathcost_probe_program_runs",
+            "Runs of each of pathcost's eBPF programs counted by the kernel's BPF run-time statistics",
+            None,
+            MetricType::Counter,
+        )?;
+        for p in &programs {
+            counter(&mut m, &[("program", p.program.as_str())], p.run_count)?;
         }
         let mut m = enc.encode_descriptor(
             "pathcost_probe",
@@ -322,6 +385,7 @@ impl ScrapeState {
 
 impl Collector for ScrapeState {
     fn encode(&self, mut enc: DescriptorEncoder) -> fmt::Result {
+        self.encode_aggregates(&mut enc)?;
         self.encode_kernel(&mut enc)?;
         self.encode_losses(&mut enc)?;
         self.encode_packets(&mut enc)?;

@@ -15,6 +15,7 @@ use aya::{
 use tracer_ebpf::{ProbeConfig, SiteLayout};
 
 use super::{layout, Backend, Mechanism, ProbeSite};
+use crate::collection::runtime::RunTimeStats;
 use crate::capabilities::{
     btf::Btf, require_tracing_privileges, Kallsyms, KernelFeatures, SymbolHome,
 };
@@ -89,6 +90,9 @@ pub struct AttachedProbes {
     pub log: Option<aya_log::EbpfLogger<&'static dyn log::Log>>,
     pub sites: Vec<SiteStatus>,
     pub kernel: KernelFeatures,
+    /// Keeps the kernel's BPF run-time statistics on while the programs run
+    /// (`None`: unavailable here, and the programs' run time is not reported).
+    pub run_stats: Option<RunTimeStats>,
 }
 
 /// A site whose symbol was found, ready to attach.
@@ -133,24 +137,39 @@ fn resolve(
     Ok(Resolved { site, symbol: symbol.to_owned(), module, layout })
 }
 
-fn program_name(prefix: &str, site: &ProbeSite) -> String {
-    format!("{prefix}_{}", site.program_stem)
+/// Which programs of a site: the timing ones, or the floor (programs that
+/// only return, for `pathcost bench`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Flavour {
+    Timed,
+    Floor,
 }
 
-fn attach_fentry(ebpf: &mut Ebpf, r: &Resolved, btf: &aya::Btf) -> Result<()> {
-    if let Some(m) = &r.module {
+/// `<prefix>_<site>` for the timing programs; `<prefix>_floor_<site>` for
+/// the floor's fentry/fexit (one per target) and `<prefix>_floor` for its
+/// kprobes (one program attached to every function).
+fn program_name(prefix: &str, site: &ProbeSite, flavour: Flavour) -> String {
+    match flavour {
+        Flavour::Timed => format!("{prefix}_{}", site.program_stem),
+        Flavour::Floor if prefix.starts_with('f') => format!("{prefix}_floor_{}", site.program_stem),
+        Flavour::Floor => format!("{prefix}_floor"),
+    }
+}
+
+fn attach_fentry(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str, module: Option<&str>, btf: &aya::Btf, flavour: Flavour) -> Result<()> {
+    if let Some(m) = module {
         // aya 0.14 resolves fentry targets in vmlinux BTF only.
         bail!("fentry on module functions ({m}) is not supported by this loader");
     }
     // Exit first, as for kprobes.
-    let exit = program_name("fexit", r.site);
+    let exit = program_name("fexit", site, flavour);
     let prog: &mut FExit = program(ebpf, &exit)?.try_into()?;
-    prog.load(&r.symbol, btf).with_context(|| format!("loading fexit for {}", r.symbol))?;
-    prog.attach().with_context(|| format!("attaching fexit to {}", r.symbol))?;
-    let entry = program_name("fentry", r.site);
+    prog.load(symbol, btf).with_context(|| format!("loading fexit for {symbol}"))?;
+    prog.attach().with_context(|| format!("attaching fexit to {symbol}"))?;
+    let entry = program_name("fentry", site, flavour);
     let prog: &mut FEntry = program(ebpf, &entry)?.try_into()?;
-    prog.load(&r.symbol, btf).with_context(|| format!("loading fentry for {}", r.symbol))?;
-    prog.attach().with_context(|| format!("attaching fentry to {}", r.symbol))?;
+    prog.load(symbol, btf).with_context(|| format!("loading fentry for {symbol}"))?;
+    prog.attach().with_context(|| format!("attaching fentry to {symbol}"))?;
     Ok(())
 }
 
@@ -161,10 +180,13 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::
 
 /// Exit first: a call already running when its entry probe arrives would
 /// otherwise leave a frame whose exit never comes.
-fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str) -> Result<()> {
+fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str, flavour: Flavour) -> Result<()> {
     for prefix in ["kretprobe", "kprobe"] {
-        let prog: &mut KProbe = program(ebpf, &program_name(prefix, site))?.try_into()?;
-        prog.load().with_context(|| format!("loading {prefix} for {symbol}"))?;
+        let prog: &mut KProbe = program(ebpf, &program_name(prefix, site, flavour))?.try_into()?;
+        // The floor's kprobes are one program for every function: load once.
+        if prog.fd().is_err() {
+            prog.load().with_context(|| format!("loading {prefix} for {symbol}"))?;
+        }
         prog.attach(symbol, 0).with_context(|| format!("attaching {prefix} to {symbol}"))?;
     }
     Ok(())
@@ -174,19 +196,34 @@ fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str) -> Result<()> 
 pub fn attach_calibration(ebpf: &mut Ebpf, mechanism: Mechanism, symbol: &str) -> Result<()> {
     let site = &super::CALIBRATION;
     match mechanism {
-        Mechanism::Kprobe => attach_kprobe(ebpf, site, symbol),
+        Mechanism::Kprobe => attach_kprobe(ebpf, site, symbol, Flavour::Timed),
         Mechanism::Fentry => {
             let btf = aya::Btf::from_sys_fs().context("failed to read vmlinux BTF")?;
-            let r = Resolved {
-                site,
-                symbol: symbol.to_owned(),
-                module: None,
-                layout: SiteLayout::NONE,
-            };
-            attach_fentry(ebpf, &r, &btf)
+            attach_fentry(ebpf, site, symbol, None, &btf, Flavour::Timed)
         }
         Mechanism::Bracket | Mechanism::Tracepoints => bail!("the tracepoint spans have no calibration pair"),
     }
+}
+
+/// The floor: empty entry/exit programs on the functions `sites` were
+/// attached to, each with the same mechanism, in an object of their own.
+/// What they add to a call is the mechanism's own cost. Dropping the
+/// returned object detaches them.
+pub fn attach_floor(sites: &[SiteStatus]) -> Result<Ebpf> {
+    let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT).context("failed to load pathcost's eBPF object")?;
+    let btf = aya::Btf::from_sys_fs().context("failed to read vmlinux BTF")?;
+    for s in sites {
+        let (Some(mechanism), Some(symbol), Some(site)) = (s.mechanism, s.symbol.as_deref(), ProbeSite::by_name(s.site)) else {
+            continue;
+        };
+        match mechanism {
+            Mechanism::Fentry => attach_fentry(&mut ebpf, site, symbol, s.module.as_deref(), &btf, Flavour::Floor),
+            Mechanism::Kprobe => attach_kprobe(&mut ebpf, site, symbol, Flavour::Floor),
+            Mechanism::Bracket | Mechanism::Tracepoints => bail!("the tracepoint spans have no floor"),
+        }
+        .with_context(|| format!("attaching the floor to {symbol} ({mechanism})"))?;
+    }
+    Ok(ebpf)
 }
 
 /// The bracket's two tracepoint programs, closing one first, so no span
@@ -264,6 +301,10 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
         }
     }
 
+    // On before the first program runs, so every run is counted.
+    let run_stats = RunTimeStats::enable()
+        .inspect_err(|why| log::warn!("{why}; the probes' own run time is not reported"))
+        .ok();
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &cfg, true)
         .load(EBPF_OBJECT)
@@ -283,13 +324,13 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
         for &m in req.backend.ladder() {
             let result = match m {
                 Mechanism::Fentry => match &aya_btf {
-                    Some(btf) => attach_fentry(&mut ebpf, &r, btf),
+                    Some(btf) => attach_fentry(&mut ebpf, r.site, &r.symbol, r.module.as_deref(), btf, Flavour::Timed),
                     None => Err(anyhow!("vmlinux BTF could not be parsed by aya")),
                 },
                 Mechanism::Kprobe if !kernel.kprobes => {
                     Err(anyhow!("kernel has no kprobes (CONFIG_KPROBES unset)"))
                 }
-                Mechanism::Kprobe => attach_kprobe(&mut ebpf, r.site, &r.symbol),
+                Mechanism::Kprobe => attach_kprobe(&mut ebpf, r.site, &r.symbol, Flavour::Timed),
                 Mechanism::Bracket | Mechanism::Tracepoints => {
                     Err(anyhow!("tracepoint spans are not a per-function mechanism"))
                 }
@@ -360,5 +401,5 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
         bail!(msg);
     }
     statuses.sort_by_key(|s| ProbeSite::by_name(s.site).map(|p| p.id));
-    Ok(AttachedProbes { ebpf, log, sites: statuses, kernel })
+    Ok(AttachedProbes { ebpf, log, sites: statuses, kernel, run_stats })
 }

@@ -9,7 +9,7 @@ pub use table::sweep_table;
 use serde::Serialize;
 
 use crate::{
-    collection::{calibration::SelfCost, KernelHistogram, Losses},
+    collection::{calibration::SelfCost, runtime::PairRunTime, KernelHistogram, Losses},
     probes::{attach::SiteStatus, hook_name},
     statistics::{packets::PacketTotals, CallStatistics, Summary},
 };
@@ -69,6 +69,38 @@ pub struct TraceReport {
     /// The probes' own cost, per mechanism in use (empty: not calibrated,
     /// corrected figures equal raw ones).
     pub self_cost: Vec<SelfCost>,
+    /// The entry and exit programs' own run time per call, per site pair
+    /// and for the calibration pair (BPF run-time statistics; empty where
+    /// the kernel does not keep them).
+    #[serde(default)]
+    pub program_run: Vec<PairRunTime>,
+    /// How the rows were produced.
+    #[serde(default)]
+    pub collection: Collection,
+}
+
+/// How per-call figures reach userspace (`--collect`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Collection {
+    /// One ring-buffer event per call: exact histograms (3 significant
+    /// digits), exclusive times per call, per-packet totals.
+    #[default]
+    Events,
+    /// Log-linear histograms in the kernel (16 buckets per power of two,
+    /// percentiles within ~3%), no event per call: cheaper per call; self
+    /// times and nested-call corrections as per-row means; no per-packet totals.
+    Kernel,
+}
+
+impl Collection {
+    /// One line for reports: how the figures were produced.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Collection::Events => "per-call events through the ring buffer (hdrhistogram, 3 significant digits)",
+            Collection::Kernel => "in-kernel log-linear histograms (16 per power of two, bucket middles, within ~3%); exclusive and corrected times from per-row means; no per-packet totals",
+        }
+    }
 }
 
 impl TraceReport {
@@ -118,6 +150,8 @@ impl TraceReport {
             in_kernel,
             losses,
             self_cost: stats.corrections.costs.clone(),
+            program_run: Vec::new(),
+            collection: Collection::Events,
         }
     }
 }

@@ -46,6 +46,7 @@ pub fn render(r: &TraceReport) -> String {
     out.push_str(&columns(&["site", "symbol", "module", "mechanism", "notes"], &site_rows));
 
     let _ = writeln!(out, "\nper call (ns; self = minus nested probed calls; corr = minus probe cost):");
+    let _ = writeln!(out, "  collected by {}", r.collection.describe());
     let rows: Vec<Vec<String>> = r
         .rows
         .iter()
@@ -104,6 +105,13 @@ pub fn render(r: &TraceReport) -> String {
             out,
             "\nprobe self-cost ({} on {}, {} calls): {:.0} ns per entry/exit pair, {:.0} ns of it inside measured spans",
             c.mechanism, c.target, c.calls, c.pair_ns, c.span_ns
+        );
+    }
+    for p in &r.program_run {
+        let _ = writeln!(
+            out,
+            "program run time ({} and its exit, {} calls): {:.0} ns per call inside the programs (BPF run-time statistics)",
+            p.entry, p.calls, p.ns_per_call
         );
     }
     let l = &r.losses;

@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use tracer_ebpf::SiteId;
 
-use crate::{collection::calibration::Corrections, collection::Call, probes::ProbeSite};
+use crate::{
+    collection::{aggregate::AggregateRow, calibration::Corrections, Call},
+    probes::ProbeSite,
+};
 
 /// Histograms keep 3 significant digits up to one minute: more than
 /// enough for nanosecond calls, and bounded in memory.
@@ -140,19 +143,61 @@ impl CallStatistics {
     }
 
     pub fn record(&mut self, call: &Call) {
-        if call.site == SiteId::Calibration {
+        self.record_n(call, 1);
+    }
+
+    /// Records `n` calls like `call`.
+    pub fn record_n(&mut self, call: &Call, n: u64) {
+        if call.site == SiteId::Calibration || n == 0 {
             return;
         }
-        self.calls += 1;
+        self.calls += n;
         let d = self.rows.entry(SiteKey::of(call)).or_default();
         // Zero-length calls exist at clock resolution; hdrhistogram's lowest
         // bound is 1, so they are recorded as 1 ns.
-        let rec = |h: &mut Histogram<u64>, v: u64| h.saturating_record(v.max(1));
+        let rec = |h: &mut Histogram<u64>, v: u64| h.saturating_record_n(v.max(1), n);
         rec(&mut d.inclusive, call.duration_ns);
         rec(&mut d.exclusive, call.self_ns);
         let c = &self.corrections;
         rec(&mut d.inclusive_corrected, c.inclusive(call.site, call.duration_ns, call.descendants));
         rec(&mut d.exclusive_corrected, c.exclusive(call.site, call.self_ns, call.children));
+    }
+
+    /// The same statistics from the kernel's aggregates instead of events:
+    /// each bucket's calls at its middle value. The kernel keeps self time
+    /// and nested-call counts only as sums per row, so exclusive times are
+    /// the inclusive ones scaled by the row's self-time share, and the
+    /// corrections use the row's mean number of nested calls.
+    pub fn from_aggregates(rows: &[AggregateRow], corrections: Corrections, netns: Option<u32>) -> CallStatistics {
+        let mut stats = CallStatistics::new(corrections);
+        // The transit is a span per packet, not a probed call (events only).
+        for row in rows.iter().filter(|r| r.site != SiteId::Transit && netns.is_none_or(|n| n == r.netns)) {
+            let h = &row.histogram;
+            let self_share = h.self_sum_ns as f64 / h.sum_ns.max(1) as f64;
+            let mean = |sum: u64| u16::try_from((sum as f64 / h.count.max(1) as f64).round() as u64).unwrap_or(u16::MAX);
+            for (v, n) in h.values() {
+                let call = Call {
+                    site: row.site,
+                    hook: row.hook,
+                    pf: row.pf,
+                    cpu: 0,
+                    depth: 0,
+                    children: mean(h.children_sum),
+                    descendants: mean(h.descendants_sum),
+                    netns: row.netns,
+                    skb: 0,
+                    start_ns: 0,
+                    duration_ns: v,
+                    self_ns: (v as f64 * self_share).round() as u64,
+                    transmit_ns: 0,
+                    ret: row.ret,
+                    name: row.name.clone(),
+                    table: row.table.clone(),
+                };
+                stats.record_n(&call, n);
+            }
+        }
+        stats
     }
 }
 

@@ -562,6 +562,8 @@ mod tests {
             in_kernel: Vec::new(),
             losses: Losses::default(),
             self_cost: Vec::new(),
+            program_run: Vec::new(),
+            collection: crate::report::Collection::Events,
         }
     }
 
