@@ -159,7 +159,8 @@ pub struct ProbeConfig {
     pub net_inum_off: i16,
     /// Non-zero: send one [`CallEvent`] per call through the ring buffer.
     /// Zero: aggregate in the kernel instead (log-linear histograms per
-    /// [`AggregateKey`]); the log2 histograms and counters are kept either way.
+    /// [`AggregateKey`], from which userspace also folds the per-site log2
+    /// view); the counters are kept either way.
     pub emit_events: u32,
     pub bracket: BracketConfig,
 }
@@ -266,6 +267,10 @@ pub struct Frame {
 pub struct CallStack {
     pub depth: u32,
     pub _pad: u32,
+    /// Entries pushed on this CPU's stack.
+    pub entries: u64,
+    /// Exits matched with their entry on this CPU.
+    pub matched: u64,
     pub frames: [Frame; MAX_DEPTH],
 }
 
@@ -300,45 +305,43 @@ pub struct CallEvent {
     pub table: [u8; NAME_LEN],
 }
 
-/// Indexes of the per-CPU loss and bookkeeping counters.
+/// Indexes of the per-CPU loss and bookkeeping counters. (Entries and
+/// matched exits, counted at every call, live in [`CallStack`] instead: the
+/// programs already hold it, so they cost no map lookup.)
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Counter {
-    /// Entries pushed on the call stack.
-    Entries = 0,
-    /// Exits matched with their entry.
-    Matched = 1,
     /// Exits with no matching entry on this CPU's stack.
-    UnmatchedExits = 2,
+    UnmatchedExits = 0,
     /// Entries dropped because the stack was full.
-    DepthOverflows = 3,
+    DepthOverflows = 1,
     /// Frames discarded because an exit matched a frame below them (their
     /// own exit was lost, e.g. a kretprobe miss).
-    OrphanedFrames = 4,
+    OrphanedFrames = 2,
     /// Events the ring buffer had no room for (still counted in histograms).
-    RingReserveFailures = 5,
+    RingReserveFailures = 3,
     /// Exits whose clock went backwards (should stay 0).
-    NegativeDurations = 6,
+    NegativeDurations = 4,
     /// Brackets opened by a matching `netif_receive_skb`.
-    BracketsOpened = 7,
+    BracketsOpened = 5,
     /// Brackets closed by the packet's route lookup.
-    BracketsClosed = 8,
+    BracketsClosed = 6,
     /// Brackets that never closed: the next packet on the CPU replaced them
     /// (the packet was dropped or consumed before routing).
-    BracketsUnclosed = 9,
+    BracketsUnclosed = 7,
     /// Transits opened by a packet arriving on the client-facing device.
-    TransitsOpened = 10,
+    TransitsOpened = 8,
     /// Transits closed by the same skb leaving on the backend-facing device.
-    TransitsClosed = 11,
+    TransitsClosed = 9,
     /// Transits the next arriving packet replaced: the packet was not
     /// forwarded (dropped, delivered locally, or queued).
-    TransitsUnclosed = 12,
+    TransitsUnclosed = 10,
     /// Calls not aggregated because the aggregate map was full (a new
     /// site × hook × table/chain × namespace key found no room).
-    AggregateOverflows = 13,
+    AggregateOverflows = 11,
 }
 
-pub const COUNTER_COUNT: usize = 14;
+pub const COUNTER_COUNT: usize = 12;
 
 /// Per-CPU histogram slot for one site: log2 buckets plus running sums, so
 /// counts survive even when the ring buffer overflows.
@@ -480,6 +483,7 @@ mod pod {
     unsafe impl aya::Pod for super::AggregateKey {}
     unsafe impl aya::Pod for super::AggregateHistogram {}
     unsafe impl aya::Pod for super::CallNames {}
+    unsafe impl aya::Pod for super::CallStack {}
 }
 
 /// Histogram slots per site: the five `NF_INET_*` hooks plus one for calls

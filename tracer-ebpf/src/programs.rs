@@ -350,7 +350,7 @@ fn on_entry<A: Args + EbpfContext>(ctx: &A, site: SiteId) -> u32 {
         read_names(site_idx, frame.name_obj, &mut frame.name, &mut frame.table);
     }
     stack.depth = (depth + 1) as u32;
-    count(Counter::Entries);
+    stack.entries += 1;
     // Take the time last, so the work above is not charged to the call.
     frame.start_ns = unsafe { bpf_ktime_get_ns() };
     0
@@ -396,32 +396,44 @@ fn on_exit<C: EbpfContext>(ctx: &C, site: SiteId, skb: u64, ret: i64) -> u32 {
         warn!(ctx, "site {} exit: dropped {} open frames whose exits never came", site as u32, orphans);
     }
     stack.depth = found as u32;
-    let frame = *frame_at(&mut stack.frames, found);
-    if now < frame.start_ns {
+    // Only the fields the parent needs are copied out: the frame itself
+    // (128 bytes) stays where it is, popped but intact, and is recorded from
+    // there.
+    let (start_ns, child_ns, transmit_ns, descendants) = {
+        let f = frame_at(&mut stack.frames, found);
+        (f.start_ns, f.child_ns, f.transmit_ns, f.descendants)
+    };
+    if now < start_ns {
         count(Counter::NegativeDurations);
         return 0;
     }
-    let duration = now - frame.start_ns;
-    let self_ns = duration.saturating_sub(frame.child_ns);
+    let duration = now - start_ns;
+    let self_ns = duration.saturating_sub(child_ns);
     if found > 0 {
         let parent = frame_at(&mut stack.frames, found - 1);
         parent.child_ns += duration;
         // A transmit's whole time, or the transmits nested deeper: what the
         // enclosing hook did after it had found the backend.
-        parent.transmit_ns += if site as u16 == SiteId::IpvsXmit as u16 { duration } else { frame.transmit_ns };
+        parent.transmit_ns += if site as u16 == SiteId::IpvsXmit as u16 { duration } else { transmit_ns };
         parent.children = parent.children.saturating_add(1);
-        parent.descendants = parent.descendants.saturating_add(frame.descendants).saturating_add(1);
+        parent.descendants = parent.descendants.saturating_add(descendants).saturating_add(1);
     }
-    count(Counter::Matched);
+    stack.matched += 1;
 
-    record_call(site, &frame, duration, self_ns, ret, found as u8);
+    record_call(site, frame_at(&mut stack.frames, found), duration, self_ns, ret, found as u8);
     0
 }
 
-/// Adds one completed call to the in-kernel histogram and, room allowing,
-/// sends it to userspace.
+/// Aggregating: adds one completed call to its key's log-linear histogram
+/// (which userspace also folds into the per-site log2 view). Otherwise:
+/// adds it to the per-site log2 histogram and, room allowing, sends it to
+/// userspace.
 #[inline(always)]
 fn record_call(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i64, depth: u8) {
+    if config().emit_events == 0 {
+        aggregate(site, frame, duration, self_ns, ret);
+        return;
+    }
     if let Some(h) = HISTOGRAMS.get_ptr_mut(histogram_index(site as u32, frame.hook)) {
         let h = unsafe { &mut *h };
         let bucket = log2(duration);
@@ -438,10 +450,6 @@ fn record_call(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i6
     // Calibration calls send events too: the ring submission is part of
     // what a probe pair costs. (Userspace sizes calibration to fit the ring
     // and discards those events.)
-    if config().emit_events == 0 {
-        aggregate(site, frame, duration, self_ns, ret);
-        return;
-    }
     match EVENTS.reserve::<CallEvent>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();

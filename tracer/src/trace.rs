@@ -7,7 +7,7 @@ use anyhow::{Context as _, Result};
 use tracer_ebpf::SiteId;
 
 use crate::{
-    collection::{self, aggregate::Aggregates, calibration, runtime, Call, EventStream, KernelMaps},
+    collection::{self, calibration, runtime, Call, EventStream, KernelMaps},
     probes::{
         attach::{attach, AttachRequest, AttachedProbes, SiteStatus},
         Mechanism, ProbeSite,
@@ -33,8 +33,9 @@ pub struct Session {
     probes: AttachedProbes,
     maps: KernelMaps,
     events: EventStream,
-    /// Aggregating in the kernel (no events): the rows come from here.
-    aggregates: Option<Aggregates>,
+    /// Aggregating in the kernel (no events): the rows come from the
+    /// kernel's aggregates.
+    aggregating: bool,
     stats: CallStatistics,
     packets: PacketTotals,
     filter: CallFilter,
@@ -67,8 +68,9 @@ pub struct LiveProbes {
     pub probes: AttachedProbes,
     pub maps: KernelMaps,
     pub events: EventStream,
-    /// `Some` when the request aggregates in the kernel (`emit_events` off).
-    pub aggregates: Option<Aggregates>,
+    /// The request aggregates in the kernel (`emit_events` off): the rows
+    /// are in `maps.aggregates`.
+    pub aggregating: bool,
     pub corrections: calibration::Corrections,
 }
 
@@ -80,7 +82,7 @@ impl LiveProbes {
         let mut probes = attach(request)?;
         let maps = KernelMaps::take(&mut probes.ebpf)?;
         let mut events = EventStream::take(&mut probes.ebpf)?;
-        let aggregates = (!request.emit_events).then(|| Aggregates::take(&mut probes.ebpf)).transpose()?;
+        let aggregating = !request.emit_events;
         let attached: Vec<(SiteId, Mechanism)> = probes
             .sites
             .iter()
@@ -97,7 +99,7 @@ impl LiveProbes {
             }
         }
         let corrections = calibration::Corrections::new(costs, &attached);
-        Ok(LiveProbes { probes, maps, events, aggregates, corrections })
+        Ok(LiveProbes { probes, maps, events, aggregating, corrections })
     }
 }
 
@@ -105,12 +107,12 @@ impl Session {
     /// Attaches (and calibrates) synchronously, so callers can start
     /// traffic knowing the probes are live.
     pub fn start(opts: &SessionOptions) -> Result<Session> {
-        let LiveProbes { probes, maps, events, aggregates, corrections } = LiveProbes::start(&opts.request, opts.calibrate)?;
+        let LiveProbes { probes, maps, events, aggregating, corrections } = LiveProbes::start(&opts.request, opts.calibrate)?;
         Ok(Session {
             probes,
             maps,
             events,
-            aggregates,
+            aggregating,
             stats: CallStatistics::new(corrections),
             packets: PacketTotals::default(),
             filter: CallFilter { netns: opts.netns, kept: opts.keep_calls.then(Vec::new) },
@@ -191,9 +193,13 @@ impl Session {
         let mut losses = self.maps.losses()?;
         losses.undecodable_events = self.events.undecodable;
         losses.bpf_recursion_misses = collection::recursion_misses(&self.probes.ebpf);
-        let aggregated = match &self.aggregates {
-            Some(a) => Some(CallStatistics::from_aggregates(&a.read()?, self.stats.corrections.clone(), self.filter.netns)),
-            None => None,
+        let aggregated = match self.aggregating {
+            true => Some(CallStatistics::from_aggregates(
+                &self.maps.aggregates.read()?,
+                self.stats.corrections.clone(),
+                self.filter.netns,
+            )),
+            false => None,
         };
         let mut report = TraceReport::build(
             self.probes.kernel.release.clone(),
@@ -205,7 +211,7 @@ impl Session {
             losses,
         );
         report.program_run = runtime::pair_run_times(&runtime::program_run_times(&self.probes.ebpf));
-        report.collection = if self.aggregates.is_some() { Collection::Kernel } else { Collection::Events };
+        report.collection = if self.aggregating { Collection::Kernel } else { Collection::Events };
         Ok(report)
     }
 

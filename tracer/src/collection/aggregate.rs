@@ -72,6 +72,18 @@ impl LogLinear {
         })
     }
 
+    /// The same calls in the per-site log2 buckets of
+    /// [`super::KernelHistogram`] (`[2^i, 2^(i+1))` ns): every log-linear
+    /// bucket lies inside one power of two.
+    pub fn log2_buckets(&self) -> Vec<u64> {
+        let mut out = vec![0; tracer_ebpf::HIST_BUCKETS];
+        for (i, &n) in self.buckets.iter().enumerate().filter(|(_, &n)| n > 0) {
+            let k = tracer_ebpf::log2(log_linear_bounds(i).0).min(tracer_ebpf::HIST_BUCKETS - 1);
+            out[k] += n;
+        }
+        out
+    }
+
     /// The value at quantile `q` (0..=1): the middle of the bucket holding
     /// that rank, as hdrhistogram reads its own buckets.
     pub fn quantile(&self, q: f64) -> u64 {
@@ -117,15 +129,13 @@ impl Aggregates {
         Ok(Aggregates { map, names })
     }
 
-    /// Every key's histogram, summed over CPUs (calibration calls left out).
+    /// Every key's histogram, summed over CPUs (the calibration pair's too:
+    /// statistics leave it out, the calibration itself counts it).
     pub fn read(&self) -> Result<Vec<AggregateRow>> {
         let mut rows = Vec::new();
         for entry in self.map.iter() {
             let (key, per_cpu) = entry.context("reading AGGREGATES")?;
             let Some(site) = SiteId::from_u32(u32::from(key.site)) else { continue };
-            if site == SiteId::Calibration {
-                continue;
-            }
             let mut histogram = LogLinear::default();
             for h in per_cpu.iter() {
                 histogram.add(h);
@@ -195,5 +205,16 @@ mod tests {
             assert!(i == LOG_LINEAR_BUCKETS - 1 || (low <= v && v < low + width), "{v} in bucket {i} [{low}, +{width})");
         }
         assert_eq!(tracer_ebpf::log_linear_index(1 << 40), LOG_LINEAR_BUCKETS - 1);
+    }
+
+    #[test]
+    fn log2_view_counts_each_call_in_its_power_of_two() {
+        let mut h = LogLinear::default();
+        for v in [0, 1, 3, 1000, 1023, 1024, 5000] {
+            h.record(v);
+        }
+        let b = h.log2_buckets();
+        assert_eq!((b[0], b[1], b[9], b[10], b[12]), (2, 1, 2, 1, 1));
+        assert_eq!(b.iter().sum::<u64>(), 7);
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context as _, Result};
 use aya::maps::{MapData, PerCpuArray, RingBuf};
 use tracer_ebpf::{
-    CallEvent, Counter, SiteHistogram, SiteId, COUNTER_COUNT, HIST_BUCKETS, HOOK_SLOTS, NAME_LEN,
+    CallEvent, CallStack, Counter, SiteHistogram, SiteId, COUNTER_COUNT, HIST_BUCKETS, HOOK_SLOTS, NAME_LEN,
     SITE_COUNT,
 };
 
@@ -144,7 +144,11 @@ pub fn recursion_misses(ebpf: &aya::Ebpf) -> u64 {
 /// Read-only handles on the programs' maps.
 pub struct KernelMaps {
     counters: PerCpuArray<MapData, u64>,
+    /// Read for the entry and matched-exit counts it keeps per CPU.
+    call_stack: PerCpuArray<MapData, CallStack>,
     histograms: PerCpuArray<MapData, SiteHistogram>,
+    /// Aggregating mode's per-key histograms (empty with events).
+    pub aggregates: aggregate::Aggregates,
     /// The programs loaded when the maps were taken (the sites', not the
     /// calibration pair loaded later), for their run-time counters.
     pub programs: runtime::OwnPrograms,
@@ -155,7 +159,9 @@ impl KernelMaps {
         let counters = PerCpuArray::try_from(ebpf.take_map("COUNTERS").context("no COUNTERS map")?)?;
         let histograms =
             PerCpuArray::try_from(ebpf.take_map("HISTOGRAMS").context("no HISTOGRAMS map")?)?;
-        Ok(KernelMaps { counters, histograms, programs: runtime::OwnPrograms::of(ebpf) })
+        let aggregates = aggregate::Aggregates::take(ebpf)?;
+        let call_stack = PerCpuArray::try_from(ebpf.take_map("CALL_STACK").context("no CALL_STACK map")?)?;
+        Ok(KernelMaps { counters, call_stack, histograms, aggregates, programs: runtime::OwnPrograms::of(ebpf) })
     }
 
     pub fn losses(&self) -> Result<Losses> {
@@ -164,9 +170,10 @@ impl KernelMaps {
             let per_cpu = self.counters.get(&(i as u32), 0).context("reading COUNTERS")?;
             *sum = per_cpu.iter().sum();
         }
+        let stacks = self.call_stack.get(&0, 0).context("reading CALL_STACK")?;
         Ok(Losses {
-            entries: sums[Counter::Entries as usize],
-            matched: sums[Counter::Matched as usize],
+            entries: stacks.iter().map(|s| s.entries).sum(),
+            matched: stacks.iter().map(|s| s.matched).sum(),
             unmatched_exits: sums[Counter::UnmatchedExits as usize],
             depth_overflows: sums[Counter::DepthOverflows as usize],
             orphaned_frames: sums[Counter::OrphanedFrames as usize],
@@ -185,9 +192,11 @@ impl KernelMaps {
         })
     }
 
-    /// Non-empty in-kernel histograms of every site and hook.
+    /// Non-empty in-kernel histograms of every site and hook: the log2
+    /// histograms kept with events, or the aggregates folded into the same
+    /// view when aggregating (the programs then keep only those).
     pub fn histograms(&self) -> Result<Vec<KernelHistogram>> {
-        let mut out = Vec::new();
+        let mut out: Vec<KernelHistogram> = Vec::new();
         for site in SiteId::ALL {
             for slot in 0..HOOK_SLOTS {
                 let index = (site as usize * HOOK_SLOTS + slot) as u32;
@@ -216,6 +225,32 @@ impl KernelMaps {
             }
         }
         debug_assert!(SITE_COUNT == SiteId::ALL.len());
+        for row in self.aggregates.read()? {
+            let h = &row.histogram;
+            let i = match out.iter().position(|k| k.site == row.site && k.hook == row.hook) {
+                Some(i) => i,
+                None => {
+                    out.push(KernelHistogram {
+                        site: row.site,
+                        hook: row.hook,
+                        count: 0,
+                        sum_ns: 0,
+                        self_sum_ns: 0,
+                        max_ns: 0,
+                        buckets: vec![0; HIST_BUCKETS],
+                    });
+                    out.len() - 1
+                }
+            };
+            let k = &mut out[i];
+            k.count += h.count;
+            k.sum_ns += h.sum_ns;
+            k.self_sum_ns += h.self_sum_ns;
+            k.max_ns = k.max_ns.max(h.max_ns);
+            for (b, v) in k.buckets.iter_mut().zip(h.log2_buckets()) {
+                *b += v;
+            }
+        }
         Ok(out)
     }
 

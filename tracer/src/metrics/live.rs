@@ -69,7 +69,7 @@ pub async fn serve(
         started = attaching => started.context("the attaching thread failed")??,
         () = &mut stop => return Ok(ServeSummary { events: 0, sites: Vec::new() }),
     };
-    let LiveProbes { probes, maps, mut events, aggregates, corrections } = live;
+    let LiveProbes { probes, maps, mut events, aggregating, corrections } = live;
     let sites = probes.sites.clone();
     on_attached(&sites);
     let run = ProbeRun {
@@ -77,7 +77,7 @@ pub async fn serve(
         sites: sites.clone(),
         corrections,
         netns: opts.netns,
-        aggregates,
+        aggregating,
     };
     let metrics = Arc::new(CostMetrics::new(run, Box::new(maps), node));
 

@@ -28,7 +28,7 @@ use prometheus_client::{
 use tracer_ebpf::{SiteId, SITE_COUNT};
 
 use crate::{
-    collection::{aggregate::Aggregates, calibration::Corrections, runtime::ProgramRunTime, Call, KernelHistogram, KernelMaps, Losses},
+    collection::{aggregate::AggregateRow, calibration::Corrections, runtime::ProgramRunTime, Call, KernelHistogram, KernelMaps, Losses},
     probes::{attach::SiteStatus, hook_name, Mechanism, ProbeSite, BRACKET},
     statistics::{packets::PacketTotals, SiteKey},
 };
@@ -63,6 +63,10 @@ pub trait KernelCounters: Send + Sync {
     fn program_run_times(&self) -> Vec<ProgramRunTime> {
         Vec::new()
     }
+    /// Aggregating mode's per-key histograms.
+    fn aggregates(&self) -> anyhow::Result<Vec<AggregateRow>> {
+        Ok(Vec::new())
+    }
 }
 
 impl KernelCounters for KernelMaps {
@@ -76,6 +80,10 @@ impl KernelCounters for KernelMaps {
 
     fn program_run_times(&self) -> Vec<ProgramRunTime> {
         self.programs.run_times()
+    }
+
+    fn aggregates(&self) -> anyhow::Result<Vec<AggregateRow>> {
+        self.aggregates.read()
     }
 }
 
@@ -143,9 +151,9 @@ pub struct ProbeRun {
     pub corrections: Corrections,
     /// Keep only calls of this network namespace (inode); `None`: all.
     pub netns: Option<u32>,
-    /// Aggregating in the kernel: the per-call series are read from these
-    /// at scrape time instead of recorded from events.
-    pub aggregates: Option<Aggregates>,
+    /// Aggregating in the kernel: the per-call series are read from the
+    /// kernel's aggregates at scrape time instead of recorded from events.
+    pub aggregating: bool,
 }
 
 /// Mechanism per site id, from the attach outcome.
@@ -191,7 +199,7 @@ impl CostMetrics {
         let families: [HistogramFamily; 4] =
             std::array::from_fn(|_| Family::new_with_constructor(call_histogram as fn() -> Histogram));
         // Aggregating, the scrape encodes these from the kernel's histograms.
-        if run.aggregates.is_none() {
+        if !run.aggregating {
             for ((name, help), family) in CALL_HISTOGRAMS.iter().zip(&families) {
                 registry.register_with_unit(*name, *help, Unit::Seconds, family.clone());
             }
@@ -211,11 +219,9 @@ impl CostMetrics {
             packets: Mutex::new(PacketTotals::default()),
             packet_source: scrape::packet_source(&mechanisms),
             self_cost: run.corrections.costs.clone(),
-            aggregates: run.aggregates.map(|a| scrape::AggregatedCalls {
-                maps: a,
-                corrections: run.corrections.clone(),
-                netns: run.netns,
-            }),
+            aggregates: run
+                .aggregating
+                .then(|| scrape::AggregatedCalls { corrections: run.corrections.clone(), netns: run.netns }),
             sites: run.sites,
             mechanisms,
             node,

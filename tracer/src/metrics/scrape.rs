@@ -19,7 +19,7 @@ use tracer_ebpf::{SiteId, HIST_BUCKETS, SITE_COUNT};
 
 use super::{mechanism_name, node::NodeSlot, seconds, CallLabels, KernelCounters, BUCKET_BOUNDS_NS, CALL_HISTOGRAMS};
 use crate::{
-    collection::{aggregate::Aggregates, calibration::{Corrections, SelfCost}, KernelHistogram},
+    collection::{calibration::{Corrections, SelfCost}, KernelHistogram},
     probes::{attach::SiteStatus, hook_name, Mechanism, ProbeSite},
     statistics::{packets::PacketTotals, CallStatistics},
 };
@@ -49,7 +49,6 @@ pub(super) struct ScrapeState {
 /// The kernel's aggregates and what is needed to turn them into the same
 /// per-call series that events would have produced.
 pub(super) struct AggregatedCalls {
-    pub maps: Aggregates,
     pub corrections: Corrections,
     pub netns: Option<u32>,
 }
@@ -129,7 +128,7 @@ impl ScrapeState {
     /// events), read from the kernel's log-linear histograms now.
     fn encode_aggregates(&self, enc: &mut DescriptorEncoder) -> fmt::Result {
         let Some(a) = &self.aggregates else { return Ok(()) };
-        let rows = match a.maps.read() {
+        let rows = match self.counters.aggregates() {
             Ok(rows) => rows,
             Err(e) => {
                 log::warn!("reading the in-kernel aggregates: {e:#}");

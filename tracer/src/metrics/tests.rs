@@ -67,7 +67,7 @@ fn metrics(netns: Option<u32>) -> CostMetrics {
     }];
     let corrections =
         Corrections::new(costs, &[(SiteId::IptDoTable, Mechanism::Kprobe), (SiteId::NftDoChain, Mechanism::Kprobe)]);
-    let run = ProbeRun { kernel: "6.1.0-test".into(), sites, corrections, netns, aggregates: None };
+    let run = ProbeRun { kernel: "6.1.0-test".into(), sites, corrections, netns, aggregating: false };
     CostMetrics::new(run, Box::new(FakeKernel), Arc::new(node::NodeSlot::default()))
 }
 
