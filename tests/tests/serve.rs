@@ -395,7 +395,12 @@ fn serve_aggregating_in_the_kernel_counts_every_call() {
     serve_case("serve_aggregating_in_the_kernel_counts_every_call", Collect::Kernel);
 }
 
+/// One serve at a time: each checks that none of pathcost's programs are
+/// loaded before it starts and after it stops.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn serve_case(test: &str, collect: Collect) {
+    let _serial = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
     let probes = match setup() {
         Ok(p) => p,
         Err(why) => return skip(test, &why),

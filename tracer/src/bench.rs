@@ -135,6 +135,10 @@ pub struct BenchReport {
     pub calls_per_packet: f64,
     /// The getppid calibration: what one pair adds per call there.
     pub self_cost: Vec<SelfCost>,
+    /// The calibrated pair cost per probed call, each site's mechanism
+    /// weighted by its calls: what the corrections assume a pair adds, to
+    /// set against `added_ns_per_transit_call` measured in the path.
+    pub calibrated_pair_ns_per_call: Option<f64>,
     /// pathcost's programs' run time per site pair (events phase).
     pub program_run: Vec<PairRunTime>,
     pub tracers: Vec<TracerCost>,
@@ -464,6 +468,7 @@ pub async fn run(backend: Backend, services: u32, packets: u32) -> Result<BenchR
         t.ratio_to_bpftrace = bpftrace_call.map(|b| t.added_ns_per_transit_call / b);
         t.floor_multiple = floor_call.map(|f| t.added_ns_per_transit_call / f);
     }
+    let calibrated_pair_ns_per_call = calibrated_per_call(&self_cost, &program_run);
     Ok(BenchReport {
         kernel: kernel_release(),
         services,
@@ -476,10 +481,25 @@ pub async fn run(backend: Backend, services: u32, packets: u32) -> Result<BenchR
         detached_first_last_ns: first_last,
         calls_per_packet,
         self_cost,
+        calibrated_pair_ns_per_call,
         program_run,
         tracers,
         flood,
     })
+}
+
+/// The getppid pair cost of each site's mechanism, weighted by the site's
+/// calls (its entry program's runs); `None` without calibration or calls.
+fn calibrated_per_call(costs: &[SelfCost], pairs: &[PairRunTime]) -> Option<f64> {
+    let mut weighted = 0.0;
+    let mut calls = 0u64;
+    for p in pairs.iter().filter(|p| !p.entry.contains("calibration")) {
+        let mechanism = if p.entry.starts_with("fentry") { "fentry" } else { "kprobe" };
+        let cost = costs.iter().find(|c| c.mechanism == mechanism)?;
+        weighted += cost.pair_ns * p.calls as f64;
+        calls += p.calls;
+    }
+    (calls > 0).then(|| weighted / calls as f64)
 }
 
 /// New connections as fast as the client can send them with `tracer`

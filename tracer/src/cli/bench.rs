@@ -4,7 +4,11 @@
 use std::{fmt::Write as _, path::PathBuf};
 
 use anyhow::Result;
-use tracer::{bench::BenchReport, probes::Backend, report::Format};
+use tracer::{
+    bench::{BenchReport, Tracer},
+    probes::Backend,
+    report::Format,
+};
 
 use super::write_output;
 
@@ -100,6 +104,16 @@ fn table(r: &BenchReport) -> String {
             out,
             "getppid calibration ({} on {}): {:.0} ns per pair, {:.0} ns inside measured spans",
             c.mechanism, c.target, c.pair_ns, c.span_ns
+        );
+    }
+    if let Some(pair) = r.calibrated_pair_ns_per_call {
+        let added = |t: Tracer| r.tracers.iter().find(|c| c.tracer == t).map(|c| c.added_ns_per_transit_call);
+        let _ = writeln!(
+            out,
+            "corrections: the getppid pairs, weighted by the sites' calls, remove {pair:.0} ns per probed call; measured in the path, pathcost adds {} (events) and {} (aggregating), the floor {}",
+            opt(added(Tracer::PathcostEvents), 0),
+            opt(added(Tracer::PathcostAggregate), 0),
+            opt(added(Tracer::Floor), 0),
         );
     }
     for p in &r.program_run {
