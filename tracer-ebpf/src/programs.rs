@@ -44,8 +44,9 @@ static OPEN_BRACKET: PerCpuArray<OpenBracket> = PerCpuArray::with_max_entries(1,
 static OPEN_TRANSIT: PerCpuArray<OpenBracket> = PerCpuArray::with_max_entries(1, 0);
 
 /// Aggregating mode: one log-linear histogram per key and CPU. Preallocated
-/// (3.9 KiB per key and CPU), so the size is a budget: userspace sets it,
-/// and a key that finds no room is counted as an aggregate overflow.
+/// (3.9 KiB per key and CPU), so the size is a budget: userspace sets it
+/// (256 keys aggregating, 1 with events), and a key that finds no room is
+/// counted as an aggregate overflow.
 #[map]
 static AGGREGATES: PerCpuHashMap<AggregateKey, AggregateHistogram> = PerCpuHashMap::with_max_entries(256, 0);
 

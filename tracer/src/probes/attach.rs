@@ -20,6 +20,11 @@ use crate::capabilities::{
     btf::Btf, require_tracing_privileges, Kallsyms, KernelFeatures, SymbolHome,
 };
 
+/// Rows the aggregating mode can hold (site × hook × table or chain ×
+/// namespace × verdict); a new key beyond them is counted as an
+/// `aggregate_overflows` loss.
+const AGGREGATE_KEYS: u32 = 256;
+
 /// The compiled eBPF object, built by tracer/build.rs.
 static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/tracer-ebpf"));
 
@@ -307,6 +312,9 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
         .ok();
     let mut ebpf = EbpfLoader::new()
         .override_global("CONFIG", &cfg, true)
+        // Preallocated per CPU (3.9 KiB a key): with events nothing is
+        // aggregated, so keep it at one key rather than 1 MiB per CPU.
+        .map_max_entries("AGGREGATES", if req.emit_events { 1 } else { AGGREGATE_KEYS })
         .load(EBPF_OBJECT)
         .context("failed to load pathcost's eBPF object")?;
     let aya_btf = aya::Btf::from_sys_fs().ok();
