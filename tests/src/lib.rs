@@ -1,8 +1,14 @@
-//! Shared helpers for pathcost's integration tests: finding the binary, and
+//! Shared helpers for pathcost's integration tests: finding the binary,
 //! deciding (by probing the kernel, never by version) whether a test can run
-//! here or must skip with a printed reason.
+//! here or must skip with a printed reason, and running bpftrace, the
+//! independent instrument the accuracy tests compare pathcost against.
 
-use std::path::PathBuf;
+use std::{
+    io::{BufRead as _, BufReader, Read as _},
+    path::PathBuf,
+    process::{Child, ChildStdout, Command, Stdio},
+    thread::JoinHandle,
+};
 
 use tracer::capabilities::KernelFeatures;
 
@@ -183,4 +189,172 @@ pub fn kprobe_events() -> String {
     std::fs::read_to_string("/sys/kernel/tracing/kprobe_events")
         .or_else(|_| std::fs::read_to_string("/sys/kernel/debug/tracing/kprobe_events"))
         .unwrap_or_default()
+}
+
+/// Why the bpftrace comparisons cannot run here, or `None` when they can.
+/// The VM image carries bpftrace (xtask/src/vm/initramfs.rs), so there a
+/// bpftrace that does not run is a broken VM and fails the test instead.
+pub fn bpftrace_skip_reason() -> Option<String> {
+    if !is_root() {
+        return Some("needs root".into());
+    }
+    match Command::new("bpftrace").arg("--version").output() {
+        Ok(out) if out.status.success() => None,
+        Ok(out) if in_vm() => panic!(
+            "bpftrace is in the VM image but does not run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(err) if in_vm() => panic!("bpftrace is missing from the VM image: {err}"),
+        Ok(out) => Some(format!("bpftrace --version failed: {}", String::from_utf8_lossy(&out.stderr))),
+        Err(_) => Some("bpftrace is not installed (cargo xtask setup installs it)".into()),
+    }
+}
+
+/// What bpftrace's `stats()` printed for one map: calls and their mean.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BpftraceStats {
+    pub count: u64,
+    pub mean_ns: f64,
+}
+
+/// A running bpftrace script, attached: [`Bpftrace::start`] returns only
+/// after the script's probes are in place.
+pub struct Bpftrace {
+    child: Child,
+    stdout: BufReader<ChildStdout>,
+    stderr: Option<JoinHandle<String>>,
+}
+
+/// Printed by the BEGIN block [`Bpftrace::start`] adds; bpftrace runs BEGIN
+/// after it has attached every other probe.
+const READY: &str = "pathcost-tests: bpftrace attached";
+
+impl Bpftrace {
+    /// Starts `script` (bpftrace 0.17 syntax) and waits until it is attached.
+    /// bpftrace wants tracefs mounted. Where it is not (the host), it is
+    /// mounted in a private mount namespace (`unshare -m`), so the machine's
+    /// own mounts never change; where it is (the VM's init mounts it), a
+    /// second mount would fail with EBUSY, so it is used as it is.
+    pub fn start(script: &str) -> Bpftrace {
+        let script = format!("BEGIN {{ printf(\"{READY}\\n\"); }}\n{script}");
+        let mut child = Command::new("unshare")
+            .args(["-m", "sh", "-c", "{ grep -q ' /sys/kernel/tracing tracefs ' /proc/self/mounts || mount -t tracefs nodev /sys/kernel/tracing; } && exec bpftrace -e \"$0\""])
+            .arg(&script)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start bpftrace under unshare -m");
+        let mut stderr = child.stderr.take().expect("piped stderr");
+        // A thread drains stderr so a chatty bpftrace can never block on a full pipe.
+        let stderr = std::thread::spawn(move || {
+            let mut text = String::new();
+            stderr.read_to_string(&mut text).ok();
+            text
+        });
+        let mut bpftrace = Bpftrace {
+            stdout: BufReader::new(child.stdout.take().expect("piped stdout")),
+            child,
+            stderr: Some(stderr),
+        };
+        let mut seen = String::new();
+        loop {
+            let mut line = String::new();
+            if bpftrace.stdout.read_line(&mut line).expect("read bpftrace's stdout") == 0 {
+                let status = bpftrace.child.wait().expect("wait for bpftrace");
+                let stderr = bpftrace.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
+                panic!("bpftrace exited ({status}) before attaching:\n{seen}{stderr}\nscript:\n{script}");
+            }
+            if line.trim_end() == READY {
+                return bpftrace;
+            }
+            seen.push_str(&line);
+        }
+    }
+
+    /// Detaches and returns everything bpftrace printed after attaching,
+    /// including the maps it prints on exit.
+    pub fn stop(mut self) -> String {
+        let pid = libc::pid_t::try_from(self.child.id()).expect("pid fits pid_t");
+        // SAFETY: kill(2) only sends a signal; `pid` is our own child, not yet
+        // waited for, so it cannot have been reused. SIGINT makes bpftrace
+        // print its maps and exit.
+        let sent = unsafe { libc::kill(pid, libc::SIGINT) };
+        assert_eq!(sent, 0, "SIGINT to bpftrace: {}", std::io::Error::last_os_error());
+        let mut out = String::new();
+        self.stdout.read_to_string(&mut out).expect("read bpftrace's stdout");
+        let status = self.child.wait().expect("wait for bpftrace");
+        let stderr = self.stderr.take().and_then(|t| t.join().ok()).unwrap_or_default();
+        assert!(status.success(), "bpftrace exited with {status}:\n{out}{stderr}");
+        out
+    }
+}
+
+impl Drop for Bpftrace {
+    /// A test that panics half-way must not leave bpftrace attached.
+    fn drop(&mut self) {
+        if self.stderr.is_some() {
+            self.child.kill().ok();
+            self.child.wait().ok();
+        }
+    }
+}
+
+/// Parses a stats map printed by bpftrace,
+/// `@name: count 400, average 5234, total 2093600`.
+pub fn bpftrace_stats(output: &str, map: &str) -> Option<BpftraceStats> {
+    let prefix = format!("@{map}:");
+    let line = output.lines().find(|l| l.starts_with(&prefix))?;
+    let field = |name: &str| -> Option<f64> {
+        let rest = &line[line.find(name)? + name.len()..];
+        rest.trim_start().split(|c: char| c == ',' || c.is_whitespace()).next()?.parse().ok()
+    };
+    Some(BpftraceStats { count: field("count")? as u64, mean_ns: field("average")? })
+}
+
+/// A bpftrace kprobe/kretprobe pair that times calls of `symbol` into the
+/// stats map `@map`, written independently of pathcost's programs but on
+/// the same principle: a per-CPU stack of frames, because these functions
+/// run in softirq on top of whatever the CPU was doing and can nest (the
+/// IPVS input hook transmits, and so runs its own LOCAL_OUT hook, inside
+/// itself), so a single start time per CPU would be overwritten. `bindings`
+/// are statements run at entry (e.g. casting `arg0`) and `filter` an
+/// expression over them that selects the calls to record; every call pushes
+/// a frame so that exits pair with the right entry. An exit with an empty
+/// stack (a call already running at attach time) is ignored.
+pub fn bpftrace_timed_calls(map: &str, symbol: &str, bindings: &str, filter: &str) -> String {
+    format!(
+        r#"
+kprobe:{symbol}
+{{
+  {bindings}
+  $d = @{map}_depth[cpu];
+  @{map}_depth[cpu] = $d + 1;
+  @{map}_want[cpu, $d] = {filter};
+  @{map}_start[cpu, $d] = nsecs;
+}}
+kretprobe:{symbol}
+/@{map}_depth[cpu] > 0/
+{{
+  $end = nsecs;
+  $d = @{map}_depth[cpu] - 1;
+  @{map}_depth[cpu] = $d;
+  if (@{map}_want[cpu, $d]) {{ @{map} = stats($end - @{map}_start[cpu, $d]); }}
+  delete(@{map}_start[cpu, $d]);
+  delete(@{map}_want[cpu, $d]);
+}}
+"#
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bpftrace_stats_lines_parse() {
+        let out = "\n@call_depth[0]: 0\n@call: count 400, average 5234, total 2093600\n";
+        assert_eq!(bpftrace_stats(out, "call"), Some(BpftraceStats { count: 400, mean_ns: 5234.0 }));
+        assert_eq!(bpftrace_stats(out, "other"), None);
+        assert_eq!(bpftrace_stats("nothing", "call"), None);
+    }
 }

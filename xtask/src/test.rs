@@ -22,6 +22,10 @@ pub struct Options {
     /// Run the host tests only.
     #[arg(long)]
     skip_vm: bool,
+    /// Run only this test binary in the VM (e.g. `probe_accuracy`); repeat for
+    /// several (default: all). For iterating on one test without the whole suite.
+    #[arg(long = "test", value_name = "NAME")]
+    only: Vec<String>,
     /// Seconds before each kernel's VM is killed.
     #[arg(long, default_value_t = 1200)]
     timeout: u64,
@@ -64,7 +68,20 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
 
     println!("test: building the VM suite");
     let pathcost = build::pathcost(ws, true)?;
-    let tests = build::vm_tests(ws, true)?;
+    let mut tests = build::vm_tests(ws, true)?;
+    if !options.only.is_empty() {
+        let unknown: Vec<&str> = options
+            .only
+            .iter()
+            .filter(|name| !tests.iter().any(|t| &t.name == *name))
+            .map(String::as_str)
+            .collect();
+        if !unknown.is_empty() {
+            let known: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+            bail!("no VM test binary named {} (there are: {})", unknown.join(", "), known.join(", "));
+        }
+        tests.retain(|t| options.only.contains(&t.name));
+    }
     let kernels = if options.kernels.is_empty() {
         KernelSeries::ALL.to_vec()
     } else {

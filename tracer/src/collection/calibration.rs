@@ -24,7 +24,7 @@ use crate::{
 
 /// The kernel function `getppid(2)` calls to translate the parent's pid.
 /// Unlike the syscall entry points it has BTF, so fentry can attach too.
-const TARGETS: [&str; 1] = ["__task_pid_nr_ns"];
+pub const TARGETS: [&str; 1] = ["__task_pid_nr_ns"];
 /// Syscalls per timing round; a few ms on real hardware, ~0.5 s under TCG.
 /// Each call with the probes attached sends one event; all rounds together
 /// (25,000 events of 120 bytes) fit the 4 MiB ring, which no one drains
@@ -90,8 +90,9 @@ impl Corrections {
     }
 }
 
-/// Median over rounds of the mean wall time per `getppid` call (ns).
-fn time_syscalls() -> f64 {
+/// Median over rounds of the mean wall time per `getppid` call (ns). Public so
+/// the accuracy tests can time another instrument's probes the same way.
+pub fn time_syscalls() -> f64 {
     let mut rounds: Vec<f64> = (0..ROUNDS)
         .map(|_| {
             let start = Instant::now();

@@ -1,6 +1,7 @@
 //! The test VM's initramfs: a newc cpio archive written here in Rust.
 //!
-//! It holds busybox, the kernel modules to load, the netfilter/IPVS tools with
+//! It holds busybox, the kernel modules to load, the netfilter/IPVS tools and
+//! bpftrace (the independent instrument the accuracy tests compare against) with
 //! their shared libraries, `/init` (init.sh beside this file), the job script and
 //! the binaries under test. It is rebuilt on every run: that takes about a second
 //! and means it can never be stale.
@@ -42,6 +43,12 @@ const TOOLS: &[(&str, bool)] = &[
     ("ipvsadm", true),
     ("ipset", true),
     ("conntrack", true),
+    // The accuracy tests' second instrument. Its LLVM, clang and z3 libraries make
+    // up about 200 MB of the image (qemu.rs gives the VM the memory for them);
+    // copying them keeps the guest self-contained, where sharing the host's root
+    // over 9p would make every library page a 9p read under TCG and let the guest
+    // see the whole host file system.
+    ("bpftrace", true),
 ];
 
 /// Unsuffixed names go to the legacy back end, as on a stock Debian 12 with
