@@ -334,10 +334,11 @@ fn check_families(e: &Exposition, probes: Probes) {
         "negative_durations",
         "undecodable_events",
         "brackets_unclosed",
+        "transits_unclosed",
     ] {
         e.one("pathcost_events_lost_total", &[("reason", reason)]);
     }
-    for kind in ["entries", "matched", "brackets_opened", "brackets_closed"] {
+    for kind in ["entries", "matched", "brackets_opened", "brackets_closed", "transits_opened", "transits_closed"] {
         e.one("pathcost_probe_events_total", &[("kind", kind)]);
     }
     match probes {

@@ -34,7 +34,8 @@ pub struct Args {
     #[arg(long, default_value = "127.0.0.1:9470")]
     listen: SocketAddr,
     /// Probe sites, comma-separated (nf_hook_slow, ipt_do_table,
-    /// nft_do_chain, ip_vs_in, ip_vs_schedule, ip_vs_conn_in_get).
+    /// nft_do_chain, ip_vs_in, ip_vs_schedule, ip_vs_conn_in_get,
+    /// ip_vs_nat_xmit).
     /// Default: all but ip_vs_conn_in_get, skipping those whose module
     /// is not loaded. Named sites must all be available.
     #[arg(long)]

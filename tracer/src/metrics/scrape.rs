@@ -177,12 +177,13 @@ impl ScrapeState {
             ("negative_durations", l.negative_durations),
             ("undecodable_events", l.undecodable_events),
             ("brackets_unclosed", l.brackets_unclosed),
+            ("transits_unclosed", l.transits_unclosed),
         ] {
             counter(&mut m, &[("reason", reason)], v)?;
         }
         let mut m = enc.encode_descriptor(
             "pathcost_probe_events",
-            "Probe bookkeeping counted in the kernel: entries seen, entry/exit pairs matched, brackets opened and closed",
+            "Probe bookkeeping counted in the kernel: entries seen, entry/exit pairs matched, brackets and transits opened and closed",
             None,
             MetricType::Counter,
         )?;
@@ -191,6 +192,8 @@ impl ScrapeState {
             ("matched", l.matched),
             ("brackets_opened", l.brackets_opened),
             ("brackets_closed", l.brackets_closed),
+            ("transits_opened", l.transits_opened),
+            ("transits_closed", l.transits_closed),
         ] {
             counter(&mut m, &[("kind", kind)], v)?;
         }
