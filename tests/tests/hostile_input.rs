@@ -217,6 +217,27 @@ mod host_only {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// As a user who forgot sudo: one line that says what is needed.
+    #[test]
+    fn unprivileged_trace_and_sweep_fail_with_one_clear_line() {
+        const TEST: &str = "unprivileged_trace_and_sweep_fail_with_one_clear_line";
+        if !pathcost_tests::is_root() || Command::new("setpriv").arg("--version").output().is_err() {
+            return skip(TEST, "needs root and setpriv to drop to nobody");
+        }
+        for args in [&["trace", "--duration", "1s"][..], &["sweep", "--modes", "iptables-legacy", "--services", "1"][..]] {
+            let out = Command::new("setpriv")
+                .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+                .arg(pathcost_bin())
+                .args(args)
+                .output()
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{args:?}: {stderr}");
+            assert!(stderr.starts_with("pathcost: needs root (or CAP_BPF and CAP_PERFMON)"), "{args:?}: {stderr}");
+        }
+    }
+
     #[test]
     fn netns_of_this_process_is_accepted() {
         const TEST: &str = "netns_of_this_process_is_accepted";
