@@ -18,7 +18,7 @@ use std::{
 use pathcost_tests::{kprobe_skip_reason, loaded_ours_after_exit, pathcost_bin, root_network_state, skip};
 use tracer::{
     probes::Backend,
-    sweep::{results::Point, run, SweepOptions},
+    sweep::{results::Point, run, Outcome, SweepOptions},
     synthesis::{cluster::Protocol, ipvs::Scheduler, program::Mode, traffic::Pace},
 };
 
@@ -59,7 +59,9 @@ async fn small_sweep_shows_iptables_growing_and_leaves_the_root_namespace_alone(
         seed: 1,
         output: None,
     };
-    let results = run(&opts, |line| eprintln!("sweep: {line}")).await.expect("sweep");
+    let Outcome::Complete(results) = run(&opts, std::future::pending(), |line| eprintln!("sweep: {line}")).await.expect("sweep") else {
+        unreachable!("nothing stops this sweep")
+    };
     eprintln!("{}", tracer::report::sweep_table(&results));
     assert!(results.skipped.is_empty(), "{:?}", results.skipped);
     assert_eq!(results.points.len(), 8);

@@ -9,7 +9,8 @@
 //! kube-proxy-shaped clusters in private network namespaces ([`netns`]);
 //! [`trace`] runs a measuring session, [`sweep`] measures cost against the
 //! number of services per mode, [`bench`] measures pathcost itself, and
-//! [`metrics`] exposes a live session to Prometheus.
+//! [`metrics`] exposes a live session to Prometheus; [`output`] checks and
+//! writes the files they produce.
 
 pub mod analysis;
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod collection;
 pub mod detection;
 pub mod metrics;
 pub mod netns;
+pub mod output;
 pub mod probes;
 pub mod report;
 pub mod selftest;

@@ -35,6 +35,28 @@ pub struct Options {
 /// (the same name is defined there; xtask does not depend on the tests crate).
 const SKIP_LOG_ENV: &str = "PATHCOST_SKIP_LOG";
 
+/// Seconds each fuzz target of tests/tests/fuzz.rs runs for (the same name
+/// is read there).
+const FUZZ_SECONDS_ENV: &str = "PATHCOST_FUZZ_SECONDS";
+/// Per target: 7 targets, about 70 s in all, so the step adds little over
+/// a minute to a cold run (proptest itself builds in seconds).
+const FUZZ_SECONDS: &str = "10";
+
+/// The bounded fuzz step: every parser target for FUZZ_SECONDS, one at a
+/// time, each printing its executions and time.
+fn fuzz(ws: &Workspace) -> Result<()> {
+    println!("test: fuzzing the parsers, {FUZZ_SECONDS} s per target");
+    let started = Instant::now();
+    cmd::run(
+        Command::new(crate::cargo())
+            .current_dir(&ws.root)
+            .args(["test", "-p", "pathcost-tests", "--test", "fuzz", "--", "--nocapture", "--test-threads", "1"])
+            .env(FUZZ_SECONDS_ENV, FUZZ_SECONDS),
+    )?;
+    println!("test: fuzzing took {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
+
 /// One row of the summary.
 struct Row {
     kernel: String,
@@ -57,11 +79,14 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
         Command::new(crate::cargo())
             .current_dir(&ws.root)
             .args(["test", "--workspace"])
-            .env(SKIP_LOG_ENV, &skip_log),
+            .env(SKIP_LOG_ENV, &skip_log)
+            // One batch per fuzz target here; the fuzz step below gives them time.
+            .env(FUZZ_SECONDS_ENV, "0"),
     );
     // Shown even when a host test failed: a skip can be the reason.
     print_host_skips(&skip_log)?;
     host?;
+    fuzz(ws)?;
     if options.skip_vm {
         return Ok(());
     }

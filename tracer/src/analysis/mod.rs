@@ -213,6 +213,7 @@ pub struct Warning {
 #[serde(rename_all = "kebab-case")]
 pub enum WarningKind {
     NoPoints,
+    Interrupted,
     SkippedMode,
     TooFewPoints,
     NoSamples,
@@ -267,6 +268,15 @@ pub fn analyze(r: &Results) -> Analysis {
         warnings.push(Warning::new(
             WarningKind::NoPoints,
             "the results hold no points: nothing was measured (every mode skipped, or the sweep stopped before its first point)".into(),
+        ));
+    }
+    if r.interrupted {
+        warnings.push(Warning::new(
+            WarningKind::Interrupted,
+            format!(
+                "the sweep was interrupted after {} points: settings ask for more, so fits and crossovers may rest on fewer points (run it again to complete it)",
+                r.points.len()
+            ),
         ));
     }
     for s in &r.skipped {

@@ -63,6 +63,10 @@ pub struct Results {
     #[serde(default)]
     pub skipped: Vec<Skipped>,
     pub points: Vec<Point>,
+    /// A signal stopped the sweep before its last point (absent in files
+    /// written before the field existed: not interrupted).
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 /// The sweep's command-line settings.
@@ -313,6 +317,16 @@ mod tests {
         assert!(r.points.iter().all(|p| p.per_new_connection_raw.is_none()));
     }
 
+    #[test]
+    fn interrupted_is_read_and_defaults_to_false_in_older_files() {
+        let full = std::fs::read_to_string(fixture("small.json")).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&full).unwrap();
+        v.as_object_mut().unwrap().remove("interrupted");
+        assert!(!Results::parse(&v.to_string(), "r.json").unwrap().interrupted);
+        v["interrupted"] = serde_json::json!(true);
+        assert!(Results::parse(&v.to_string(), "r.json").unwrap().interrupted);
+    }
+
     /// The writer's schema and the reader's must agree field for field: a
     /// field added to `sweep::results` and not here fails this test.
     #[test]
@@ -386,6 +400,7 @@ mod tests {
                     calls: 1000,
                 }],
             }],
+            interrupted: true,
         };
         let as_written = serde_json::to_value(&written).unwrap();
         let read = Results::from_sweep(&written).unwrap();

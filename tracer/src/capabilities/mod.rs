@@ -125,8 +125,10 @@ pub fn require_tracing_privileges() -> Result<()> {
     if has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON)) {
         return Ok(());
     }
+    // SAFETY: geteuid cannot fail and touches no memory.
     if unsafe { libc::geteuid() } != 0 {
-        bail!("pathcost needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo");
+        // main prefixes "pathcost: ", so the line reads "pathcost: needs root ...".
+        bail!("needs root (or CAP_BPF and CAP_PERFMON) to load eBPF programs: run it with sudo");
     }
     bail!("this process lacks CAP_SYS_ADMIN, or CAP_BPF with CAP_PERFMON, needed to load eBPF programs; grant them to the container or process")
 }

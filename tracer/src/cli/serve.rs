@@ -11,7 +11,7 @@ use tracer::{
         attach::{AttachRequest, BracketFilter},
         Backend, SiteList, SITES,
     },
-    trace::stop_signal,
+    trace::StopSignals,
 };
 
 use super::{ifindex, netns_inode, parse_duration};
@@ -86,6 +86,7 @@ fn parse_kube_proxy_address(s: &str) -> Result<KubeProxyAddress, String> {
 // The two look-ups below are the same as `trace`'s.
 
 pub async fn run(args: Args) -> Result<()> {
+    let mut signals = StopSignals::install()?;
     let explicit = args.sites.is_some();
     let sites = args.sites.map_or_else(|| SITES.iter().filter(|s| s.default).collect(), |l| l.0);
     let netns = args.netns.as_deref().map(netns_inode).transpose()?;
@@ -110,7 +111,7 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let listener = live::bind(args.listen).await?;
     let address = listener.local_addr().unwrap_or(args.listen);
-    let summary = live::serve(listener, options, stop_signal(None), |sites| {
+    let summary = live::serve(listener, options, signals.or_after(None), |sites| {
         for s in sites {
             eprintln!("pathcost: {} -> {}", s.site, s.mechanism.map_or_else(|| s.notes.join("; "), |m| m.to_string()));
         }

@@ -21,13 +21,17 @@ const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What a request asked for, from its head.
 #[derive(Debug, PartialEq, Eq)]
-struct Request<'a> {
-    method: &'a str,
-    path: &'a str,
-    accept: Option<&'a str>,
+pub struct Request<'a> {
+    pub method: &'a str,
+    /// The target without its query.
+    pub path: &'a str,
+    pub accept: Option<&'a str>,
 }
 
-fn parse_request(head: &str) -> Option<Request<'_>> {
+/// Reads a request head (up to the blank line, without it); `None` when it
+/// is not an HTTP/1.x request line. Public for the fuzz target
+/// (tests/tests/fuzz.rs): it reads bytes from the network.
+pub fn parse_request(head: &str) -> Option<Request<'_>> {
     let mut lines = head.split("\r\n");
     let mut first = lines.next()?.split(' ');
     let (method, target, version) = (first.next()?, first.next()?, first.next()?);

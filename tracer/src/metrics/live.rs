@@ -41,7 +41,16 @@ pub struct ServeSummary {
 
 /// Binds `addr` first, so a taken port fails before anything is loaded.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("failed to listen on {addr}"))
+    TcpListener::bind(addr).await.map_err(|e| {
+        // The common mistake (a second serve, or another exporter on the
+        // port) gets a hint; every other cause keeps the OS's words.
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            ": the port is taken (another pathcost serve, or another program); pick another with --listen"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+    })
 }
 
 /// Serves metrics on `listener` until `stop` completes, then detaches.

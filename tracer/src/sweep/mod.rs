@@ -7,6 +7,7 @@
 pub mod results;
 
 use std::{
+    future::Future,
     net::SocketAddrV4,
     path::{Path, PathBuf},
     time::Duration,
@@ -102,14 +103,10 @@ fn mechanisms(sites: &[crate::probes::attach::SiteStatus]) -> String {
     used.join("+")
 }
 
-/// Writes the results so far; a sweep killed later keeps what it measured.
+/// Writes the results so far, atomically; a sweep killed later keeps what
+/// it measured.
 fn save(results: &SweepResults, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let path = dir.join("results.json");
-    let tmp = dir.join(".results.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(results)? + "\n")
-        .with_context(|| format!("failed to write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("failed to write {}", path.display()))
+    crate::output::write_file(&dir.join("results.json"), (serde_json::to_string_pretty(results)? + "\n").as_bytes())
 }
 
 /// The cluster a sweep point with `services` services programs. Each N gets
@@ -305,8 +302,29 @@ async fn measure_point(
     })
 }
 
-/// Runs the sweep; `progress` gets one line per step.
-pub async fn run(opts: &SweepOptions, mut progress: impl FnMut(&str)) -> Result<SweepResults> {
+/// How a sweep ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every point was measured.
+    Complete(SweepResults),
+    /// `stop` completed (a signal, named here) before the last point: the
+    /// results hold the points finished before it and are marked
+    /// `interrupted`.
+    Interrupted { results: SweepResults, signal: &'static str },
+}
+
+/// Runs the sweep; `progress` gets one line per step. When `stop`
+/// completes the point being measured is abandoned: its probes detach and
+/// its namespaces go as the future is dropped (traffic already on its way
+/// finishes first, on its own thread), and the results so far are saved,
+/// marked interrupted. A blocking step (programming a large ruleset) is
+/// not cut short: the stop takes effect when it returns.
+pub async fn run(
+    opts: &SweepOptions,
+    stop: impl Future<Output = &'static str>,
+    mut progress: impl FnMut(&str),
+) -> Result<Outcome> {
+    tokio::pin!(stop);
     let protocols = opts.protocols.iter().map(|p| p.as_str()).collect();
     let mut results = SweepResults {
         schema_version: SCHEMA_VERSION,
@@ -328,6 +346,7 @@ pub async fn run(opts: &SweepOptions, mut progress: impl FnMut(&str)) -> Result<
         },
         skipped: Vec::new(),
         points: Vec::new(),
+        interrupted: false,
     };
     let modes: Vec<Mode> = opts
         .modes
@@ -351,9 +370,18 @@ pub async fn run(opts: &SweepOptions, mut progress: impl FnMut(&str)) -> Result<
         for &n in &opts.services {
             done += 1;
             let step = format!("[{done}/{total}] {mode} with {n} services");
-            let point = measure_point(opts, mode, n, |what| progress(&format!("{step}: {what}")))
-                .await
-                .with_context(|| format!("sweep point {mode} with {n} services"))?;
+            let measured = tokio::select! {
+                point = measure_point(opts, mode, n, |what| progress(&format!("{step}: {what}"))) => point,
+                signal = &mut stop => {
+                    progress(&format!("{step}: {signal}: stopped; probes detached, namespaces removed"));
+                    results.interrupted = true;
+                    if let Some(dir) = &opts.output {
+                        save(&results, dir)?;
+                    }
+                    return Ok(Outcome::Interrupted { results, signal });
+                }
+            };
+            let point = measured.with_context(|| format!("sweep point {mode} with {n} services"))?;
             progress(&format!(
                 "{step}: done; transit p50 {} ns over {} new connections, lookup p50 {}",
                 point.transit_new_connection.p50_ns,
@@ -366,5 +394,5 @@ pub async fn run(opts: &SweepOptions, mut progress: impl FnMut(&str)) -> Result<
             }
         }
     }
-    Ok(results)
+    Ok(Outcome::Complete(results))
 }

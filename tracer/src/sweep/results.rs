@@ -8,6 +8,7 @@
 //!   "kernel": "6.12.117+deb12-amd64",
 //!   "settings": { modes, services, endpoints, connections, ... },
 //!   "skipped": [ { "mode": "ipvs", "reason": "..." } ],
+//!   "interrupted": false,
 //!   "points": [ {
 //!     "mode": "iptables-legacy",  "services": 1000,  "endpoints": 2,
 //!     "service_ports": 2000,      "backend": "kprobe",
@@ -29,6 +30,10 @@
 //!   } ]
 //! }
 //! ```
+//!
+//! `interrupted` is true when SIGINT or SIGTERM stopped the sweep before
+//! its last point: `points` then holds only the points finished before it.
+//! Files written before the field existed read as not interrupted.
 //!
 //! `transit_*` is the one span measured the same way in every mode: from a
 //! forwarded packet's arrival on the node's client-facing device
@@ -146,4 +151,6 @@ pub struct SweepResults {
     pub settings: SweepSettings,
     pub skipped: Vec<Skipped>,
     pub points: Vec<Point>,
+    /// A signal stopped the sweep before its last point.
+    pub interrupted: bool,
 }

@@ -12,7 +12,6 @@ pub mod table;
 
 use std::{
     fmt,
-    io::Write as _,
     path::{Path, PathBuf},
     str::FromStr,
 };
@@ -120,23 +119,17 @@ impl fmt::Display for ExportTarget {
     }
 }
 
-/// Whether `path` means stdout.
-pub fn is_stdout(path: &Path) -> bool {
-    path.as_os_str() == "-"
+pub use crate::output::is_stdout;
+
+/// Writes `bytes` to `path` atomically, creating its directory, or to
+/// stdout for `-`.
+pub fn write_to(bytes: &[u8], path: &Path) -> Result<()> {
+    crate::output::write_file(path, bytes)
 }
 
-/// Writes `bytes` to `path`, creating its directory, or to stdout for `-`.
-pub fn write_to(bytes: &[u8], path: &Path) -> Result<()> {
-    if is_stdout(path) {
-        let mut out = std::io::stdout().lock();
-        out.write_all(bytes)?;
-        out.flush()?;
-        return Ok(());
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    }
-    std::fs::write(path, bytes).with_context(|| format!("failed to write {}", path.display()))
+/// Checks every target can be written, before the work that feeds them.
+pub fn check_targets(targets: &[ExportTarget]) -> Result<()> {
+    targets.iter().try_for_each(|t| crate::output::check_file(&t.path))
 }
 
 /// Renders and writes every target in order, each as soon as it is ready.
