@@ -34,6 +34,9 @@ pub(super) struct ScrapeState {
     pub kernel_release: String,
     pub counters: Box<dyn KernelCounters>,
     pub undecodable: AtomicU64,
+    /// Calls left out of the per-call histograms because their row would
+    /// have passed [`super::MAX_CALL_SERIES`].
+    pub series_over_cap: AtomicU64,
     pub packets: Mutex<PacketTotals>,
     /// (site, mechanism) whose calls make the per-packet totals, if any
     /// such site is attached.
@@ -178,6 +181,7 @@ impl ScrapeState {
             ("undecodable_events", l.undecodable_events),
             ("brackets_unclosed", l.brackets_unclosed),
             ("transits_unclosed", l.transits_unclosed),
+            ("series_over_cap", self.series_over_cap.load(std::sync::atomic::Ordering::Relaxed)),
         ] {
             counter(&mut m, &[("reason", reason)], v)?;
         }
