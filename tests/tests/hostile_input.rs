@@ -83,6 +83,51 @@ fn output_that_cannot_be_written_is_refused_before_measuring() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `report`, `detect`, `rules` and `bench` check `--output` (and report's
+/// `--export`s) before their work, with the check's own words ("cannot be
+/// written: ... is not a directory"); left to the write at the end, the
+/// error would read "failed to create ..." after the work was done.
+#[test]
+fn report_detect_rules_and_bench_check_their_output_up_front() {
+    let dir = scratch("output-commands");
+    let file = dir.join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let under_file = file.join("out.json");
+    let under_file = under_file.to_str().unwrap();
+    let expect = "cannot be written: ";
+
+    // report writes its outputs one by one: the main one must not be
+    // written when an --export after it is bad.
+    let results = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tracer/tests/fixtures/small.json");
+    let first = dir.join("report.md");
+    assert_refused_up_front(
+        &["report", results.to_str().unwrap(), "--format", "md", "--output", first.to_str().unwrap(), "--export", &format!("csv={under_file}")],
+        expect,
+    );
+    assert!(!first.exists(), "report wrote its first output before finding the bad --export");
+    assert_refused_up_front(&["report", results.to_str().unwrap(), "--output", under_file], expect);
+
+    // detect asks kube-proxy's /proxyMode first thing: a listener standing
+    // in for kube-proxy must not be asked.
+    let kube_proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    kube_proxy.set_nonblocking(true).unwrap();
+    let address = kube_proxy.local_addr().unwrap().to_string();
+    assert_refused_up_front(&["detect", "--format", "json", "--metrics-address", &address, "--output", under_file], expect);
+    assert!(
+        matches!(kube_proxy.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "detect ran (asked kube-proxy) before refusing its --output"
+    );
+
+    assert_refused_up_front(&["rules", "--mode", "nftables", "--services", "10", "--output", under_file], expect);
+    // Before the privilege check too, so this holds with or without root;
+    // with root, a late check would first run the whole bench.
+    assert_refused_up_front(
+        &["bench", "--backend", "bracket", "--services", "1", "--packets", "10", "--output", under_file],
+        expect,
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[test]
 fn listen_on_a_busy_port_is_one_clear_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

@@ -43,11 +43,15 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let mut targets = vec![ExportTarget { format: args.format, path: args.output }];
+    targets.extend(args.export);
+    // Before anything is written: outputs go out one by one, so a bad last
+    // one found only when its turn came would leave the earlier ones
+    // written and the run failed.
+    export::check_targets(&targets)?;
     let results = Results::load(&args.results)?;
     let analysis = analysis::analyze(&results);
     let document = Document::Sweep { results: &results, analysis: &analysis };
-    let mut targets = vec![ExportTarget { format: args.format, path: args.output }];
-    targets.extend(args.export);
     export::export_all(&document, &targets)?;
     print_warnings(&analysis.warnings);
     Ok(())
