@@ -3,6 +3,8 @@
 //! here or must skip with a printed reason, and running bpftrace, the
 //! independent instrument the accuracy tests compare pathcost against.
 
+pub mod serve;
+
 use std::{
     io::{BufRead as _, BufReader, Read as _},
     path::PathBuf,
