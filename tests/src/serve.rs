@@ -124,26 +124,13 @@ pub struct Server {
 
 impl Server {
     pub fn start(topo: &Topology, probes: Probes) -> Server {
-        let ns = File::open(node_ns_path(topo)).unwrap();
-        let mut cmd = Command::new(pathcost_bin());
+        let mut cmd = pathcost_in_node_ns(topo);
         // /proc/self is the child's own: the node namespace once entered.
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--netns", "/proc/self/ns/net", "--refresh", "1s"]);
         if probes == Probes::Bracket {
             cmd.args(["--backend", "bracket"]);
         }
-        let fd = ns.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; `ns` stays open until spawn
-        // returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn pathcost serve");
-        drop(ns);
         let (tx, rx) = mpsc::channel();
         let stderr = child.stderr.take().unwrap();
         std::thread::spawn(move || {
@@ -193,6 +180,27 @@ impl Drop for Server {
 /// The node namespace's file: it is held by one of this process's threads.
 pub fn node_ns_path(topo: &Topology) -> String {
     format!("/proc/{}/task/{}/ns/net", std::process::id(), topo.node.tid())
+}
+
+/// A `pathcost` command that runs inside the node namespace (entered
+/// with setns between fork and exec), so that what it reads and measures
+/// is the synthetic node's and nothing of the host's.
+pub fn pathcost_in_node_ns(topo: &Topology) -> Command {
+    let path = std::ffi::CString::new(node_ns_path(topo)).unwrap();
+    let mut cmd = Command::new(pathcost_bin());
+    // SAFETY: between fork and exec only async-signal-safe calls (open,
+    // setns, close) on memory prepared before the fork.
+    unsafe {
+        cmd.pre_exec(move || {
+            let fd = libc::open(path.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            if fd < 0 || libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::close(fd);
+            Ok(())
+        });
+    }
+    cmd
 }
 
 /// Moves the calling thread into the node namespace (network namespaces
