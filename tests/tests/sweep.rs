@@ -146,7 +146,7 @@ fn sigkill_while_programming_or_sending_leaves_nothing() {
         return skip("sigkill_while_programming_or_sending_leaves_nothing", &why);
     }
     let before = root_network_state();
-    for marker in [": programming", ": transit phase", ": probed phase"] {
+    for marker in [": programming", "; transit phase", ": probed phase"] {
         kill_sweep_at(marker);
         let left = loaded_ours_after_exit();
         assert!(left.is_empty(), "after SIGKILL at '{marker}': programs left {left:?}");

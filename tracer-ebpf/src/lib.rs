@@ -261,6 +261,29 @@ pub struct CallStack {
     pub frames: [Frame; MAX_DEPTH],
 }
 
+impl CallStack {
+    /// No call open (what userspace writes to clear a CPU's stack).
+    pub const EMPTY: CallStack = CallStack { depth: 0, _pad: 0, frames: [Frame::EMPTY; MAX_DEPTH] };
+}
+
+impl Frame {
+    pub const EMPTY: Frame = Frame {
+        start_ns: 0,
+        child_ns: 0,
+        skb: 0,
+        transmit_ns: 0,
+        site: 0,
+        children: 0,
+        descendants: 0,
+        hook: 0,
+        pf: 0,
+        netns: 0,
+        _pad: 0,
+        name: [0; NAME_LEN],
+        table: [0; NAME_LEN],
+    };
+}
+
 /// One completed call, sent to userspace through the ring buffer.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
@@ -354,6 +377,7 @@ mod pod {
     unsafe impl aya::Pod for super::ProbeConfig {}
     unsafe impl aya::Pod for super::CallEvent {}
     unsafe impl aya::Pod for super::SiteHistogram {}
+    unsafe impl aya::Pod for super::CallStack {}
 }
 
 /// Histogram slots per site: the five `NF_INET_*` hooks plus one for calls
