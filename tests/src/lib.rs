@@ -2,7 +2,7 @@
 //! deciding (by probing the kernel, never by version) whether a test can run
 //! here or must skip with a printed reason.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use tracer::capabilities::KernelFeatures;
 
@@ -183,4 +183,59 @@ pub fn kprobe_events() -> String {
     std::fs::read_to_string("/sys/kernel/tracing/kprobe_events")
         .or_else(|_| std::fs::read_to_string("/sys/kernel/debug/tracing/kprobe_events"))
         .unwrap_or_default()
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+}
+
+/// Every YAML document of every manifest in deploy/kubernetes/, in file
+/// order, with its file name (what `kubectl apply -f deploy/kubernetes/`
+/// applies).
+pub fn manifest_documents() -> Vec<(String, serde_json::Value)> {
+    use serde::Deserialize as _;
+    let dir = workspace().join("deploy/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests in {}", dir.display());
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value = serde_json::Value::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if !value.is_null() {
+                docs.push((name.clone(), value));
+            }
+        }
+    }
+    docs
+}
+
+/// The DaemonSet's one container, as written.
+pub fn daemonset_container() -> serde_json::Value {
+    let docs = manifest_documents();
+    let (_, ds) = docs.iter().find(|(_, d)| d["kind"] == "DaemonSet").expect("a DaemonSet in deploy/kubernetes/");
+    ds["spec"]["template"]["spec"]["containers"][0].clone()
+}
+
+/// The capabilities the DaemonSet adds (after dropping ALL), lower-case
+/// without `CAP_`, as setpriv(1) and capabilities(7) name them.
+pub fn daemonset_capabilities() -> Vec<String> {
+    let caps = &daemonset_container()["securityContext"]["capabilities"];
+    assert!(
+        caps["drop"].as_array().is_some_and(|d| d.iter().any(|c| c == "ALL")),
+        "the DaemonSet must drop ALL before adding: {caps}"
+    );
+    caps["add"]
+        .as_array()
+        .expect("capabilities.add")
+        .iter()
+        .map(|c| c.as_str().expect("a capability name").trim_start_matches("CAP_").to_lowercase())
+        .collect()
 }

@@ -20,46 +20,19 @@ use k8s_openapi::{
     api::{
         apps::v1::DaemonSet,
         core::v1::{Container, Namespace, ServiceAccount},
+        scheduling::v1::PriorityClass,
     },
     apimachinery::pkg::{api::resource::Quantity, util::intstr::IntOrString},
 };
-use pathcost_tests::{pathcost_bin, skip};
+use pathcost_tests::{manifest_documents, pathcost_bin, skip, workspace};
 use serde_json::Value;
 
 /// The port `pathcost serve` listens on in the image and the DaemonSet.
 const METRICS_PORT: u16 = 9470;
 
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_owned()
-}
-
 fn read(relative: &str) -> String {
     let path = workspace().join(relative);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-}
-
-/// Every YAML document of every manifest, with its file name.
-fn manifest_documents() -> Vec<(String, Value)> {
-    let dir = workspace().join("deploy/kubernetes");
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
-        .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no manifests in {}", dir.display());
-    let mut docs = Vec::new();
-    for file in files {
-        let text = std::fs::read_to_string(&file).unwrap();
-        let name = file.file_name().unwrap().to_string_lossy().into_owned();
-        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
-            let value: Value = serde::Deserialize::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
-            if !value.is_null() {
-                docs.push((name.clone(), value));
-            }
-        }
-    }
-    docs
 }
 
 /// Reads `value` into `T` and back: a misspelt or misplaced field, which
@@ -102,17 +75,24 @@ fn differences(written: &Value, read: &Value, path: String, out: &mut Vec<String
 struct Manifests {
     namespaces: Vec<Namespace>,
     service_accounts: Vec<ServiceAccount>,
+    priority_classes: Vec<PriorityClass>,
     daemon_sets: Vec<DaemonSet>,
 }
 
 fn manifests() -> Manifests {
-    let mut m = Manifests { namespaces: Vec::new(), service_accounts: Vec::new(), daemon_sets: Vec::new() };
+    let mut m = Manifests {
+        namespaces: Vec::new(),
+        service_accounts: Vec::new(),
+        priority_classes: Vec::new(),
+        daemon_sets: Vec::new(),
+    };
     for (file, doc) in manifest_documents() {
         let kind = (doc["apiVersion"].as_str().unwrap_or(""), doc["kind"].as_str().unwrap_or(""));
         match kind {
             ("v1", "Namespace") => m.namespaces.push(typed(&file, &doc)),
             ("v1", "ServiceAccount") => m.service_accounts.push(typed(&file, &doc)),
             ("apps/v1", "DaemonSet") => m.daemon_sets.push(typed(&file, &doc)),
+            ("scheduling.k8s.io/v1", "PriorityClass") => m.priority_classes.push(typed(&file, &doc)),
             other => panic!("{file}: unexpected {other:?}; add it to this test"),
         }
     }
@@ -191,22 +171,43 @@ fn the_daemonset_runs_serve_on_every_node_with_what_it_needs() {
     assert_eq!(c.image.as_deref(), Some(format!("pathcost:{}", env!("CARGO_PKG_VERSION")).as_str()));
     let args = c.args.as_ref().unwrap();
     assert_eq!(args[0], "serve");
-    assert!(args.contains(&format!("--listen=0.0.0.0:{METRICS_PORT}")), "{args:?}");
     let port =
         c.ports.as_ref().unwrap().iter().find(|p| p.name.as_deref() == Some("metrics")).expect("a port named metrics");
     assert_eq!(port.container_port, i32::from(METRICS_PORT));
-    for probe in [c.readiness_probe.as_ref().unwrap(), c.liveness_probe.as_ref().unwrap()] {
+    // Start-up and liveness on /healthz (what a restart fixes), readiness
+    // on /readyz (also: detection succeeded recently).
+    let probes = [
+        (c.startup_probe.as_ref().expect("a startupProbe: attaching takes seconds"), "/healthz"),
+        (c.liveness_probe.as_ref().unwrap(), "/healthz"),
+        (c.readiness_probe.as_ref().unwrap(), "/readyz"),
+    ];
+    for (probe, path) in probes {
         let get = probe.http_get.as_ref().unwrap();
-        assert_eq!(get.path.as_deref(), Some("/healthz"));
+        assert_eq!(get.path.as_deref(), Some(path));
         assert_eq!(get.port, IntOrString::String("metrics".into()));
     }
+    let startup = probes[0].0;
+    let patience = startup.period_seconds.unwrap_or(10) * startup.failure_threshold.unwrap_or(3);
+    assert!(patience >= 120, "the start-up probe gives attach and calibration only {patience} s");
+
+    // A priority class that exists, below the system ones.
+    let class = pod.priority_class_name.as_deref().expect("a priorityClassName");
+    let defined = m.priority_classes.iter().find(|p| p.metadata.name.as_deref() == Some(class));
+    let value = defined.unwrap_or_else(|| panic!("priority class {class} is not defined")).value;
+    assert!(value > 0 && value < 1_000_000_000, "{class}: {value} (system classes start at 2e9)");
+
+    // SELinux and AppArmor named, not left to the node.
+    let pod_sc = pod.security_context.as_ref().expect("a pod securityContext");
+    assert_eq!(pod_sc.se_linux_options.as_ref().and_then(|o| o.type_.as_deref()), Some("spc_t"));
+    assert!(pod_sc.app_armor_profile.is_some(), "an explicit AppArmor profile");
 
     // Privileged, or exactly the capabilities it needs.
     let sc = c.security_context.as_ref().unwrap();
     if sc.privileged != Some(true) {
         let caps = sc.capabilities.as_ref().expect("capabilities, when not privileged");
         let add: BTreeSet<&str> = caps.add.iter().flatten().map(String::as_str).collect();
-        for needed in ["BPF", "PERFMON", "NET_ADMIN"] {
+        // NET_RAW: iptables-legacy-save's raw socket (tests/tests/capabilities.rs).
+        for needed in ["BPF", "PERFMON", "NET_ADMIN", "NET_RAW"] {
             assert!(add.contains(needed), "CAP_{needed} missing: {add:?}");
         }
         assert!(caps.drop.iter().flatten().any(|d| d == "ALL"), "drop every other capability");
@@ -231,16 +232,60 @@ fn the_daemonset_runs_serve_on_every_node_with_what_it_needs() {
         let volume = volumes.iter().find(|v| v.host_path.as_ref().is_some_and(|h| h.path == path))?;
         mounts.iter().find(|m| m.name == volume.name && m.mount_path == path && m.read_only == Some(true))
     };
-    for path in ["/sys/kernel/btf", "/sys/fs/bpf"] {
+    for path in ["/sys/kernel/btf", "/sys/kernel/tracing", "/lib/modules"] {
         assert!(host_path_mounted(path).is_some(), "{path} is not mounted read-only from the host");
     }
-    assert!(
-        host_path_mounted("/sys/kernel/tracing").is_some() || host_path_mounted("/sys/kernel/debug").is_some(),
-        "neither tracefs nor debugfs is mounted"
-    );
-    // Every mount has its volume.
+    // Kernel filesystems: recursively read-only where it can be.
+    for path in ["/sys/kernel/btf", "/sys/kernel/tracing"] {
+        let rro = host_path_mounted(path).unwrap().recursive_read_only.as_deref();
+        assert!(matches!(rro, Some("Enabled" | "IfPossible")), "{path}: recursiveReadOnly {rro:?}");
+    }
+    // Every mount has its volume, and every host path pathcost's code reads
+    // (so an unused mount such as bpffs, where nothing is pinned, fails).
+    let code = source_text(&workspace().join("tracer/src"));
     for mount in mounts {
-        assert!(volumes.iter().any(|v| v.name == mount.name), "mount {} has no volume", mount.name);
+        let volume = volumes.iter().find(|v| v.name == mount.name);
+        let volume = volume.unwrap_or_else(|| panic!("mount {} has no volume", mount.name));
+        if let Some(host) = &volume.host_path {
+            assert!(code.contains(&format!("\"{}", host.path)), "{} is mounted but tracer/src never reads it", host.path);
+            assert_eq!(mount.read_only, Some(true), "{} must be read-only", host.path);
+        }
+    }
+}
+
+/// Every .rs file under `dir`, concatenated.
+fn source_text(dir: &Path) -> String {
+    let mut text = String::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            text.push_str(&source_text(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            text.push_str(&std::fs::read_to_string(&path).unwrap());
+        }
+    }
+    text
+}
+
+/// `--listen` is bound to the node's IP from the downward API, in a form
+/// serve parses for either address family.
+#[test]
+fn the_daemonset_listens_on_the_node_ip_in_a_form_serve_accepts() {
+    let m = manifests();
+    let c = the_container(&m.daemon_sets[0]);
+    let env = c.env.as_ref().expect("env");
+    let node_ip = env.iter().find(|e| e.name == "NODE_IP").expect("NODE_IP in env");
+    let field = node_ip.value_from.as_ref().and_then(|v| v.field_ref.as_ref()).map(|f| f.field_path.as_str());
+    assert_eq!(field, Some("status.hostIP"), "NODE_IP from the downward API");
+    let args = c.args.as_ref().unwrap();
+    let listen = args.iter().find_map(|a| a.strip_prefix("--listen=")).expect("--listen");
+    assert!(listen.contains("$(NODE_IP)"), "{listen}");
+    for ip in ["10.0.0.7", "fd00:10::7"] {
+        let value = listen.replace("$(NODE_IP)", ip);
+        let parsed: tracer::metrics::http::ListenAddress =
+            value.parse().unwrap_or_else(|e| panic!("serve would refuse --listen={value}: {e}"));
+        assert_eq!(parsed.0.ip().to_string(), ip);
+        assert_eq!(parsed.0.port(), METRICS_PORT);
     }
 }
 
@@ -258,6 +303,10 @@ fn the_daemonset_args_are_flags_pathcost_serve_has() {
             "`{name}` is not a flag of pathcost serve:\n{help}"
         );
     }
+}
+
+fn all_text(stages: &[(String, Vec<String>)]) -> String {
+    stages.iter().flat_map(|(from, i)| std::iter::once(from).chain(i)).cloned().collect::<Vec<_>>().join("\n")
 }
 
 /// Containerfile instructions, with continuation lines joined and
@@ -303,8 +352,24 @@ fn the_containerfile_builds_in_one_stage_and_ships_only_pathcost() {
     assert!(stages.len() >= 2, "multi-stage: build, then runtime");
     for (from, _) in &stages {
         let image = from.split_whitespace().nth(1).unwrap();
-        let tag = image.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
+        // NAME:TAG, or NAME:TAG@sha256:<64 hex> once pinned by digest.
+        let (named, digest) = image.split_once('@').map_or((image, None), |(n, d)| (n, Some(d)));
+        let tag = named.rsplit_once(':').map(|(_, t)| t).unwrap_or("");
         assert!(!tag.is_empty() && tag != "latest", "unpinned base image: {from}");
+        if let Some(d) = digest {
+            let hex = d.strip_prefix("sha256:").unwrap_or("");
+            assert!(hex.len() == 64 && hex.chars().all(|c| c.is_ascii_hexdigit()), "malformed digest: {from}");
+        }
+    }
+    // Multi-arch: no architecture named anywhere in the build.
+    for arch in ["x86_64", "amd64", "aarch64", "arm64"] {
+        assert!(!all_text(&stages).contains(arch), "the Containerfile names {arch}: builds for other platforms break");
+    }
+    // The comment above USER says which capabilities the DaemonSet grants:
+    // every one of them.
+    for cap in pathcost_tests::daemonset_capabilities() {
+        let name = format!("CAP_{}", cap.to_uppercase());
+        assert!(text.contains(&name), "the Containerfile's capability comment lacks {name}");
     }
     let (build_from, build) = &stages[0];
     assert!(build_from.ends_with(" AS build"), "{build_from}");

@@ -42,6 +42,9 @@ const TOOLS: &[(&str, bool)] = &[
     ("ipvsadm", true),
     ("ipset", true),
     ("conntrack", true),
+    // util-linux's, not busybox's applet: tests/tests/capabilities.rs limits
+    // the bounding set with `--bounding-set`, which busybox lacks.
+    ("setpriv", true),
 ];
 
 /// Unsuffixed names go to the legacy back end, as on a stock Debian 12 with
