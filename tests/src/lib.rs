@@ -142,7 +142,7 @@ fn blank_counters(line: &str) -> String {
 }
 
 /// Names pathcost's programs get in the kernel (BPF names stop at 15 bytes).
-fn our_program_names() -> Vec<String> {
+pub fn our_program_names() -> Vec<String> {
     let mut names = Vec::new();
     for site in tracer::probes::SITES.iter().chain([&tracer::probes::CALIBRATION]) {
         for prefix in ["kprobe", "kretprobe", "fentry", "fexit"] {
