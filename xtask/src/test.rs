@@ -25,6 +25,11 @@ pub struct Options {
     /// Seconds before each kernel's VM is killed.
     #[arg(long, default_value_t = 1200)]
     timeout: u64,
+    /// Only this test file of tests/tests (e.g. `capabilities`), on the
+    /// host and in the VM; repeat for several (default: everything). For
+    /// checking one change in the VM without the whole suite's time.
+    #[arg(long = "test", value_name = "NAME")]
+    tests: Vec<String>,
 }
 
 /// Where `skip` in tests/src/lib.rs appends `binary<TAB>test<TAB>why` lines
@@ -49,12 +54,17 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
     // each skip is logged so the list is printed whole, after cargo's output.
     let skip_log = ws.target.join("host-test-skips.tsv");
     let _ = std::fs::remove_file(&skip_log);
-    let host = cmd::run(
-        Command::new(crate::cargo())
-            .current_dir(&ws.root)
-            .args(["test", "--workspace"])
-            .env(SKIP_LOG_ENV, &skip_log),
-    );
+    let mut host_tests = Command::new(crate::cargo());
+    host_tests.current_dir(&ws.root).arg("test").env(SKIP_LOG_ENV, &skip_log);
+    if options.tests.is_empty() {
+        host_tests.arg("--workspace");
+    } else {
+        host_tests.args(["-p", "pathcost-tests"]);
+        for name in &options.tests {
+            host_tests.args(["--test", name]);
+        }
+    }
+    let host = cmd::run(&mut host_tests);
     // Shown even when a host test failed: a skip can be the reason.
     print_host_skips(&skip_log)?;
     host?;
@@ -64,7 +74,14 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
 
     println!("test: building the VM suite");
     let pathcost = build::pathcost(ws, true)?;
-    let tests = build::vm_tests(ws, true)?;
+    let mut tests = build::vm_tests(ws, true)?;
+    if !options.tests.is_empty() {
+        tests.retain(|t| options.tests.contains(&t.name));
+        let found: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+        if let Some(missing) = options.tests.iter().find(|n| !found.contains(&n.as_str())) {
+            bail!("no test file tests/tests/{missing}.rs (built: {})", found.join(", "));
+        }
+    }
     let kernels = if options.kernels.is_empty() {
         KernelSeries::ALL.to_vec()
     } else {
