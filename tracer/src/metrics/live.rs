@@ -90,11 +90,15 @@ pub async fn serve(
     };
     let LiveProbes { probes, maps, mut events, corrections } = live;
     let sites = probes.sites.clone();
-    on_attached(&sites);
     let run = ProbeRun { kernel: probes.kernel.release.clone(), sites: sites.clone(), corrections, netns: opts.netns };
     let metrics = Arc::new(CostMetrics::new(run, Box::new(maps), node));
     endpoints.set_metrics(Arc::clone(&metrics));
+    // Healthy from here: the reader loop starts below, and its first poll
+    // is due within milliseconds. Before `on_attached`, so whoever learns
+    // of the attachment from it finds /healthz already saying so.
     health.set_attached(&sites);
+    health.reader_polled();
+    on_attached(&sites);
 
     let mut received = 0u64;
     let collected: Result<()> = loop {
