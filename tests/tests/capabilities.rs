@@ -22,7 +22,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use pathcost_tests::{daemonset_capabilities, daemonset_container, is_root, loaded_ours_after_exit, pathcost_bin, skip};
+use pathcost_tests::{
+    daemonset_capabilities, daemonset_container, is_root, kprobe_skip_reason, loaded_ours_after_exit, pathcost_bin,
+    skip,
+};
 use serde_json::Value;
 use tracer::netns::NetNs;
 
@@ -171,6 +174,14 @@ fn check_serve(backend: Backend, ns: &NetNs, caps: &[String]) {
         !metrics.lines().any(|l| l.starts_with("pathcost_detection_unreadable_inputs{")),
         "{backend:?}: unreadable inputs under the DaemonSet's capabilities:\n{metrics}"
     );
+    // Where kprobes exist (the VM), the function probes themselves must
+    // attach under these capabilities, not only the tracepoint bracket.
+    if kprobe_skip_reason().is_none() {
+        let functions = metrics.lines().any(|l| {
+            l.starts_with("pathcost_probe_info{") && (l.contains("mechanism=\"kprobe\"") || l.contains("mechanism=\"fentry\""))
+        });
+        assert!(functions, "{backend:?}: no function probe attached:\n{metrics}\n{stderr}");
+    }
     assert!(out.status.success(), "{backend:?}: serve after SIGTERM: {}\n{stderr}", out.status);
     let left = loaded_ours_after_exit();
     assert!(left.is_empty(), "{backend:?}: programs left loaded: {left:?}");
