@@ -186,8 +186,10 @@ fn serve_exposes_growing_counts_and_detaches_on_sigterm() {
     eprintln!("serve: {probes:?} probes, metrics at {address}");
 
     // Other paths.
+    // Attached and polling: healthy (readiness waits for detection, below).
     let (status, _, body) = request(&topo, address, "/healthz", None);
-    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok\n"));
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(body.starts_with("ok\nprobes: ok: "), "{body}");
     let (status, _, _) = request(&topo, address, "/nothing-here", None);
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let (status, content_type, body) =
@@ -204,6 +206,8 @@ fn serve_exposes_growing_counts_and_detaches_on_sigterm() {
         before = scrape(&topo, address);
     }
     check_node(&before, cluster.service_ports().len());
+    let (status, _, body) = request(&topo, address, "/readyz", None);
+    assert_eq!(status, "HTTP/1.1 200 OK", "detection succeeded, so ready: {body}");
 
     let (calls, kernel) = counted_series(probes);
     let mut previous = before;

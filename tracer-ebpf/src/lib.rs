@@ -7,6 +7,10 @@
 
 #![no_std]
 
+// The toolchain module runs in build scripts and xtask, on the host, with std.
+#[cfg(not(target_arch = "bpf"))]
+extern crate std;
+
 /// The pinned toolchain that builds these programs (for build scripts and xtask).
 #[cfg(not(target_arch = "bpf"))]
 pub mod toolchain;

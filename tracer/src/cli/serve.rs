@@ -6,7 +6,10 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use anyhow::Result;
 use tracer::{
     detection::{proxy_mode, CollectOptions},
-    metrics::live::{self, ServeOptions},
+    metrics::{
+        http::ListenAddress,
+        live::{self, ServeOptions},
+    },
     probes::{
         attach::{AttachRequest, BracketFilter},
         Backend, SiteList, SITES,
@@ -19,7 +22,8 @@ use super::{ifindex, netns_inode, parse_duration};
 /// Keep the probes attached and serve Prometheus metrics.
 ///
 /// Answers GET /metrics (Prometheus text, or OpenMetrics when the scraper
-/// asks for it) and /healthz on --listen. Exports per-call histograms by
+/// asks for it), /healthz (probes attached, ring reader polling, detection
+/// running) and /readyz (also: detection succeeded recently) on --listen. Exports per-call histograms by
 /// probe site, netfilter hook and table/chain (raw and corrected for the
 /// probes' own cost), the kernel's own histograms, per-packet netfilter
 /// time, every loss counter, the probes' own cost, and what `pathcost
@@ -29,10 +33,11 @@ use super::{ifindex, netns_inode, parse_duration};
 /// nothing on the node.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Address and port to serve metrics on (0.0.0.0:9470 for every
-    /// interface, as the DaemonSet does).
+    /// Address and port to serve metrics on: IP:PORT, or [IP]:PORT for
+    /// either family (the DaemonSet passes [$(NODE_IP)]:9470, the node's
+    /// own address from the downward API; 0.0.0.0:9470 is every interface).
     #[arg(long, default_value = "127.0.0.1:9470")]
-    listen: SocketAddr,
+    listen: ListenAddress,
     /// Probe sites, comma-separated (nf_hook_slow, ipt_do_table,
     /// nft_do_chain, ip_vs_in, ip_vs_schedule, ip_vs_conn_in_get,
     /// ip_vs_nat_xmit).
@@ -109,8 +114,8 @@ pub async fn run(args: Args) -> Result<()> {
         refresh: (!args.refresh.is_zero()).then_some(args.refresh),
         detection: CollectOptions { metrics_address: args.kube_proxy_address.0, ..CollectOptions::default() },
     };
-    let listener = live::bind(args.listen).await?;
-    let address = listener.local_addr().unwrap_or(args.listen);
+    let listener = live::bind(args.listen.0).await?;
+    let address = listener.local_addr().unwrap_or(args.listen.0);
     let summary = live::serve(listener, options, signals.or_after(None), |sites| {
         for s in sites {
             eprintln!("pathcost: {} -> {}", s.site, s.mechanism.map_or_else(|| s.notes.join("; "), |m| m.to_string()));

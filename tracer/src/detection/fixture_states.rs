@@ -46,6 +46,24 @@ fn skip(test: &str, why: &str) {
 
 // ---- Fixture states -------------------------------------------------------
 
+/// `iptables-nft` with one rule iptables 1.8.9 cannot represent (a
+/// `numgen` DNAT map added with `nft`, as a newer writer might leave):
+/// iptables-nft-save then prints no chain of the nat table at all. The
+/// captured output must not read as "0 services".
+#[test]
+fn a_table_iptables_nft_save_cannot_print_is_unreadable_not_empty() {
+    let f = fixture("iptables-nft-version-skew");
+    assert_eq!(f.unreadable.len(), 1, "{:?}", f.unreadable);
+    assert_eq!(f.unreadable[0].input, "iptables-nft rules");
+    assert!(f.unreadable[0].reason.contains("iptables-nft-save cannot print table(s) nat"), "{:?}", f.unreadable);
+    assert!(f.notes.iter().any(|n| n.starts_with("iptables-nft rules unreadable:")), "{:?}", f.notes);
+    for t in &f.services.iptables {
+        assert_eq!(t.unreadable_tables, ["nat"], "{t:?}");
+    }
+    // The readable fixture it was made from has none of this.
+    assert!(fixture("iptables-nft").unreadable.is_empty());
+}
+
 #[test]
 fn iptables_mode_on_the_nft_backend() {
     let f = fixture("iptables-nft");

@@ -7,9 +7,11 @@
 //! (`scrape`), so every scrape shows the counters as they are.
 //!
 //! [`live`] runs it all (attach, collect, refresh, shut down); [`http`]
-//! answers scrapes; [`node`] turns a detection into labels and counts.
+//! answers scrapes and health checks; [`health`] judges `/healthz` and
+//! `/readyz`; [`node`] turns a detection into labels and counts.
 //! Every metric is named and explained in the README ("Running on a node").
 
+pub mod health;
 pub mod http;
 pub mod live;
 pub mod node;

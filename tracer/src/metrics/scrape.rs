@@ -307,6 +307,15 @@ impl ScrapeState {
             }
         }
         let mut m = enc.encode_descriptor(
+            "pathcost_detection_unreadable_inputs",
+            "Inputs the last detection could not read (1 each; tool failed, permission denied, or output this version cannot parse): their service counts are unknown, not 0",
+            None,
+            MetricType::Gauge,
+        )?;
+        for input in node.facts.iter().flat_map(|f| &f.unreadable) {
+            gauge(&mut m, &[("input", *input)], 1.0)?;
+        }
+        let mut m = enc.encode_descriptor(
             "pathcost_detection_runs",
             "Runs of the node detection behind pathcost_node_info, by outcome",
             None,
