@@ -28,8 +28,17 @@ use tracer::synthesis::{
 };
 
 /// `detect --format json`'s top-level keys (README, "detect --format json").
-const DETECT_KEYS: [&str; 8] =
-    ["schema_version", "proxy_mode", "iptables_backend", "services", "leftovers", "notes", "kernel", "probe_sites"];
+const DETECT_KEYS: [&str; 9] = [
+    "schema_version",
+    "proxy_mode",
+    "iptables_backend",
+    "services",
+    "leftovers",
+    "unreadable",
+    "notes",
+    "kernel",
+    "probe_sites",
+];
 /// `trace --format json`'s top-level keys (README, "trace --format json").
 const TRACE_KEYS: [&str; 10] = [
     "schema_version",
@@ -75,7 +84,7 @@ fn check_detect_shape(d: &Value) {
     let services = &d["services"];
     assert!(services["iptables"].is_array() && services["nftables"].is_array(), "{services}");
     assert!(services["ipvs"].is_object() || services["ipvs"].is_null(), "{services}");
-    assert!(d["leftovers"].is_array() && d["notes"].is_array(), "{d}");
+    assert!(d["leftovers"].is_array() && d["notes"].is_array() && d["unreadable"].is_array(), "{d}");
     assert!(d["kernel"]["release"].is_string(), "{d}");
     let sites = d["probe_sites"].as_array().unwrap();
     assert!(!sites.is_empty(), "{d}");
