@@ -171,7 +171,7 @@ fn http_request_head() {
 
 #[test]
 fn results_file() {
-    use tracer::analysis::{analyze, results::Results};
+    use tracer::{analysis::analyze, results::Results};
     let seeds = vec![seed("tracer/tests/fixtures/small.json")];
     fuzz("results_file", mutated(seeds), |bytes| {
         if let Ok(results) = Results::parse(&text(&bytes), "fuzz.json") {
