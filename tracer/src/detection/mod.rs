@@ -703,7 +703,7 @@ pub fn detect_with(options: &CollectOptions) -> Result<Detection> {
             "kernel lockdown is '{mode}': BPF programs cannot read kernel memory"
         ));
     }
-    let probe_sites = kernel::probe_sites_live(kallsyms.as_deref(), &kernel);
+    let probe_sites = kernel::probe_sites_live(inputs.symbols.as_ref(), &kernel);
     Ok(Detection {
         schema_version: DETECT_SCHEMA_VERSION,
         node,
