@@ -51,7 +51,7 @@ pub struct SweepOptions {
     pub output: Option<PathBuf>,
 }
 
-/// Port every synthetic service listens on (as in KUBE_PROXY_RULES.md).
+/// Port every synthetic service listens on (docs/kube-proxy-rules.md#the-synthetic-cluster).
 const SERVICE_PORT: u16 = 80;
 
 /// Netfilter time per packet for the calls that started inside `window`:
