@@ -745,7 +745,7 @@ fn step_script(name_contains: &str) -> String {
 /// --format json` writes: the serialization of its report type, with a row.
 #[test]
 fn the_kind_workflow_reads_only_fields_trace_writes() {
-    use tracer::{collection::Losses, report::{SiteRow, TraceReport}, statistics::Summary};
+    use tracer::{collection::Losses, report::TraceReport, results::SiteRow, statistics::Summary};
     let s = Summary { count: 10, mean_ns: 1500.5, p50_ns: 1400, p90_ns: 2000, p99_ns: 3000, max_ns: 3100 };
     let report = TraceReport {
         schema_version: tracer::report::TRACE_SCHEMA_VERSION,
@@ -753,8 +753,8 @@ fn the_kind_workflow_reads_only_fields_trace_writes() {
         duration_s: 30.0,
         sites: Vec::new(),
         rows: vec![SiteRow {
-            site: "nft_do_chain",
-            hook: "PRE_ROUTING",
+            site: "nft_do_chain".into(),
+            hook: "PRE_ROUTING".into(),
             table: "kube-proxy".into(),
             chain: "nat-prerouting".into(),
             verdict: String::new(),

@@ -251,7 +251,7 @@ mod host_only {
         assert_eq!(status.code(), Some(1), "{stderr}");
         let last = stderr.lines().last().unwrap_or_default();
         assert!(last.starts_with("pathcost: interrupted by SIGINT after 2 completed points"), "{stderr}");
-        let results = tracer::analysis::results::Results::load(&dir.join("results.json")).expect("valid results");
+        let results = tracer::results::Results::load(&dir.join("results.json")).expect("valid results");
         assert!(results.interrupted, "marked interrupted");
         assert_eq!(results.points.len(), 2, "the points finished before the signal");
         assert_eq!(root_network_state(), before, "the root namespace changed");

@@ -2,10 +2,11 @@
 
 use std::{io::IsTerminal as _, path::PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use tracer::{
-    analysis::{self, Analysis, Results, Warning},
+    analysis::{self, Analysis, Warning},
     report::export::{self, Document, ExportFormat, ExportTarget},
+    results::Results,
 };
 
 /// Analyse a sweep's results file and export it.
@@ -69,13 +70,12 @@ pub fn print_warnings(warnings: &[Warning]) {
 
 /// `--export` for commands that produce a sweep (`pathcost sweep`): the
 /// same exporters and warnings as `pathcost report`.
-pub fn export_sweep(results: &tracer::sweep::results::SweepResults, targets: &[ExportTarget]) -> Result<()> {
+pub fn export_sweep(results: &Results, targets: &[ExportTarget]) -> Result<()> {
     if targets.is_empty() {
         return Ok(());
     }
-    let results = Results::from_sweep(results).context("reading back this sweep's results")?;
-    let analysis: Analysis = analysis::analyze(&results);
-    export::export_all(&Document::Sweep { results: &results, analysis: &analysis }, targets)?;
+    let analysis: Analysis = analysis::analyze(results);
+    export::export_all(&Document::Sweep { results, analysis: &analysis }, targets)?;
     print_warnings(&analysis.warnings);
     Ok(())
 }

@@ -102,7 +102,7 @@ pub async fn run(args: Args) -> Result<()> {
     };
     let text = match args.format {
         Format::Table => report::sweep_table(&results),
-        Format::Json => serde_json::to_string_pretty(&results)? + "\n",
+        Format::Json => results.to_json()?,
     };
     write_output(&text, None)?;
     eprintln!("sweep: results in {}", results_file.display());

@@ -8,7 +8,7 @@
 //! namespaces and stores what [`state::collect`] reads there. IPVS and
 //! dummy devices are missing on the capture host, so `ip_vs` and
 //! `kube-ipvs0.json` are written from the kernel's and iproute2's output
-//! formats instead (KUBE_PROXY_RULES.md §2.3).
+//! formats instead (docs/kube-proxy-rules.md#ipvs-worked-example).
 
 use std::{fmt::Write as _, path::PathBuf};
 
@@ -336,7 +336,7 @@ fn fixture_cluster() -> Cluster {
     Cluster::new(ClusterSpec::new(3, 2)).unwrap()
 }
 
-/// kubelet's own chains (KUBE_PROXY_RULES.md §1.2), which stay whatever
+/// kubelet's own chains (docs/kube-proxy-rules.md#iptables-skeleton-chains), which stay whatever
 /// kube-proxy's mode.
 const KUBELET_CHAINS: &str = "\
 *mangle

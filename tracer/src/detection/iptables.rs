@@ -1,7 +1,8 @@
 //! Reads `iptables-save` output (either backend prints the same format) and
 //! tells what kube-proxy and kubelet left in it: which mode shaped nat
 //! `KUBE-SERVICES`, how many service ports and endpoints have chains, and
-//! where the kubelet's backend hint lives (KUBE_PROXY_RULES.md §1, §2.2, §4).
+//! where the kubelet's backend hint lives (docs/kube-proxy-rules.md#iptables-mode,
+//! docs/kube-proxy-rules.md#ipvs-iptables-glue, docs/kube-proxy-rules.md#reading-a-node).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -135,7 +136,9 @@ fn incompatible_table(comment: &str) -> Option<&str> {
     tail.trim_start().starts_with("is incompatible").then_some(table)
 }
 
-/// kube-proxy's fixed chains in iptables and IPVS modes (§1.2, §2.2).
+/// kube-proxy's fixed chains in iptables and IPVS modes
+/// (docs/kube-proxy-rules.md#iptables-skeleton-chains,
+/// docs/kube-proxy-rules.md#ipvs-iptables-glue).
 /// Listed rather than "every KUBE-*": kubelet's chains (KUBE-FIREWALL,
 /// KUBE-KUBELET-CANARY, KUBE-IPTABLES-HINT) and other projects' (kube-router's
 /// KUBE-ROUTER-*, KUBE-POD-FW-*, KUBE-NWPLCY-*) share the prefix.
@@ -179,9 +182,11 @@ pub enum ServicesShape {
     #[default]
     Absent,
     /// Per-service-port jumps to `KUBE-SVC-`/`KUBE-SVL-`/`KUBE-EXT-`/`KUBE-FW-`
-    /// chains or the trailing NodePort rule: iptables mode (§1.2).
+    /// chains or the trailing NodePort rule: iptables mode
+    /// (docs/kube-proxy-rules.md#iptables-skeleton-chains).
     IptablesMode,
-    /// `-m set --match-set KUBE-CLUSTER-IP`: IPVS mode's ipset rules (§2.2).
+    /// `-m set --match-set KUBE-CLUSTER-IP`: IPVS mode's ipset rules
+    /// (docs/kube-proxy-rules.md#ipvs-iptables-glue).
     IpvsMode,
     /// The chain exists but holds neither.
     Unrecognised,
@@ -241,7 +246,8 @@ pub struct KubeIptables {
 }
 
 impl KubeIptables {
-    /// kubelet's hint or canary, which iptables-wrapper looks for (§4).
+    /// kubelet's hint or canary, which iptables-wrapper looks for
+    /// (docs/kube-proxy-rules.md#reading-a-node).
     pub fn has_kubelet_marker(&self) -> bool {
         self.kubelet_hint || self.kubelet_canary
     }

@@ -8,7 +8,7 @@
 //! * [`detect`] does both on the live node; [`table`] renders the result.
 //!
 //! kube-proxy's mode comes from its `/proxyMode` answer when it gives one,
-//! otherwise from the state its modes leave (KUBE_PROXY_RULES.md §4):
+//! otherwise from the state its modes leave (docs/kube-proxy-rules.md#reading-a-node):
 //! nftables mode deletes the iptables and IPVS state at startup and the
 //! other two delete the `kube-proxy` nftables table, so a `kube-proxy`
 //! table wins; between iptables and IPVS, whichever rewrote nat
@@ -107,7 +107,7 @@ pub struct ProxyModeFinding {
     pub evidence: Vec<String>,
 }
 
-/// An iptables backend (KUBE_PROXY_RULES.md §1.8).
+/// An iptables backend (docs/kube-proxy-rules.md#iptables-backends).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IptablesFlavour {
@@ -339,7 +339,7 @@ impl Seen {
         self.kube_ipvs0.is_some() || self.virtual_server_count() > 0 || !self.ipsets.is_empty()
     }
 
-    /// iptables-wrapper's choice (KUBE_PROXY_RULES.md §4): nft if nft's
+    /// iptables-wrapper's choice (docs/kube-proxy-rules.md#reading-a-node): nft if nft's
     /// mangle table has kubelet's hint or canary, else legacy if any legacy
     /// table has one, else nft.
     fn wrapper_choice(&self) -> (IptablesFlavour, String) {
@@ -703,7 +703,7 @@ pub fn detect_with(options: &CollectOptions) -> Result<Detection> {
             "kernel lockdown is '{mode}': BPF programs cannot read kernel memory"
         ));
     }
-    let probe_sites = kernel::probe_sites_live(kallsyms.as_deref(), &kernel);
+    let probe_sites = kernel::probe_sites_live(inputs.symbols.as_ref(), &kernel);
     Ok(Detection {
         schema_version: DETECT_SCHEMA_VERSION,
         node,

@@ -4,8 +4,6 @@
 //! the function probes), and record cost against N. Each point's result is
 //! written as soon as it exists, so a later failure loses nothing.
 
-pub mod results;
-
 use std::{
     future::Future,
     net::SocketAddrV4,
@@ -17,12 +15,12 @@ use anyhow::{bail, Context as _, Result};
 
 use tracer_ebpf::SiteId;
 
-use self::results::{LookupFigure, Point, Skipped, SweepResults, SweepSettings, TrafficCounts, SCHEMA_VERSION};
 use crate::{
     capabilities::kernel_release,
     collection::{calibration::Corrections, Call},
     probes::{attach::AttachRequest, Backend, ProbeSite, SITES},
     report::TraceReport,
+    results::{LookupFigure, Point, Results, Settings, Skipped, TrafficCounts, SCHEMA_VERSION},
     statistics::{new_histogram, packets::PacketTotals, Summary},
     synthesis::{
         cluster::{Cluster, ClusterSpec, MissTarget, Protocol, SpecError, SplitMix64},
@@ -53,7 +51,7 @@ pub struct SweepOptions {
     pub output: Option<PathBuf>,
 }
 
-/// Port every synthetic service listens on (as in KUBE_PROXY_RULES.md).
+/// Port every synthetic service listens on (docs/kube-proxy-rules.md#the-synthetic-cluster).
 const SERVICE_PORT: u16 = 80;
 
 /// Netfilter time per packet for the calls that started inside `window`:
@@ -105,8 +103,8 @@ fn mechanisms(sites: &[crate::probes::attach::SiteStatus]) -> String {
 
 /// Writes the results so far, atomically; a sweep killed later keeps what
 /// it measured.
-fn save(results: &SweepResults, dir: &Path) -> Result<()> {
-    crate::output::write_file(&dir.join("results.json"), (serde_json::to_string_pretty(results)? + "\n").as_bytes())
+fn save(results: &Results, dir: &Path) -> Result<()> {
+    crate::output::write_file(&dir.join("results.json"), results.to_json()?.as_bytes())
 }
 
 /// The cluster a sweep point with `services` services programs. Each N gets
@@ -285,11 +283,11 @@ async fn measure_point(
         lookup_new_connection,
         sites: report.rows,
         per_new_connection,
-        per_new_connection_raw,
+        per_new_connection_raw: Some(per_new_connection_raw),
         per_established_packet,
-        per_established_packet_raw,
+        per_established_packet_raw: Some(per_established_packet_raw),
         per_miss_packet,
-        per_miss_packet_raw,
+        per_miss_packet_raw: Some(per_miss_packet_raw),
         traffic: TrafficCounts {
             new_connections: windows.new.packets,
             miss_packets: windows.miss.packets,
@@ -306,11 +304,11 @@ async fn measure_point(
 #[derive(Debug)]
 pub enum Outcome {
     /// Every point was measured.
-    Complete(SweepResults),
+    Complete(Results),
     /// `stop` completed (a signal, named here) before the last point: the
     /// results hold the points finished before it and are marked
     /// `interrupted`.
-    Interrupted { results: SweepResults, signal: &'static str },
+    Interrupted { results: Results, signal: &'static str },
 }
 
 /// Runs the sweep; `progress` gets one line per step. When `stop`
@@ -325,12 +323,12 @@ pub async fn run(
     mut progress: impl FnMut(&str),
 ) -> Result<Outcome> {
     tokio::pin!(stop);
-    let protocols = opts.protocols.iter().map(|p| p.as_str()).collect();
-    let mut results = SweepResults {
+    let protocols = opts.protocols.iter().map(|p| p.as_str().to_owned()).collect();
+    let mut results = Results {
         schema_version: SCHEMA_VERSION,
         tool: format!("pathcost {}", env!("CARGO_PKG_VERSION")),
         kernel: kernel_release(),
-        settings: SweepSettings {
+        settings: Settings {
             modes: opts.modes.clone(),
             services: opts.services.clone(),
             endpoints: opts.endpoints,
@@ -339,8 +337,8 @@ pub async fn run(
             miss: opts.miss,
             established_flows: opts.established_flows,
             packets_per_flow: opts.packets_per_flow,
-            ipvs_scheduler: opts.scheduler.as_str(),
-            backend: opts.backend,
+            ipvs_scheduler: opts.scheduler.as_str().to_owned(),
+            backend: opts.backend.as_str().to_owned(),
             rate: opts.pace.rate,
             seed: opts.seed,
         },

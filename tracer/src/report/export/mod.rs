@@ -19,8 +19,9 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use crate::{
-    analysis::{thousands, Analysis, CrossoverStatus, LinearFit, Point, Results},
+    analysis::{thousands, Analysis, CrossoverStatus, LinearFit},
     report::TraceReport,
+    results::{Point, Results},
     synthesis::program::Mode,
 };
 
@@ -532,7 +533,7 @@ mod tests {
     }
 
     fn trace_report() -> TraceReport {
-        use crate::{collection::Losses, report::SiteRow, statistics::Summary};
+        use crate::{collection::Losses, results::SiteRow, statistics::Summary};
         let s = Summary { count: 10, mean_ns: 1500.5, p50_ns: 1400, p90_ns: 2000, p99_ns: 3000, max_ns: 3100 };
         TraceReport {
             schema_version: crate::report::TRACE_SCHEMA_VERSION,
@@ -540,8 +541,8 @@ mod tests {
             duration_s: 10.0,
             sites: Vec::new(),
             rows: vec![SiteRow {
-                site: "nft_do_chain",
-                hook: "PRE_ROUTING",
+                site: "nft_do_chain".into(),
+                hook: "PRE_ROUTING".into(),
                 table: "kube-proxy".into(),
                 chain: "nat-prerouting, \"odd\"".into(),
                 verdict: String::new(),
