@@ -3,7 +3,12 @@
 //! here or must skip with a printed reason, and running bpftrace, the
 //! independent instrument the accuracy tests compare pathcost against.
 
-use std::{path::PathBuf, process::Command};
+pub mod serve;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use tracer::capabilities::KernelFeatures;
 
@@ -143,7 +148,7 @@ fn blank_counters(line: &str) -> String {
 }
 
 /// Names pathcost's programs get in the kernel (BPF names stop at 15 bytes).
-fn our_program_names() -> Vec<String> {
+pub fn our_program_names() -> Vec<String> {
     let mut names = Vec::new();
     for site in tracer::probes::SITES.iter().chain([&tracer::probes::CALIBRATION]) {
         for prefix in ["kprobe", "kretprobe", "fentry", "fexit"] {
@@ -277,6 +282,61 @@ kretprobe:{symbol}
 }}
 "#
     )
+}
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("tests/ has a parent").to_owned()
+}
+
+/// Every YAML document of every manifest in deploy/kubernetes/, in file
+/// order, with its file name (what `kubectl apply -f deploy/kubernetes/`
+/// applies).
+pub fn manifest_documents() -> Vec<(String, serde_json::Value)> {
+    use serde::Deserialize as _;
+    let dir = workspace().join("deploy/kubernetes");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests in {}", dir.display());
+    let mut docs = Vec::new();
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+            let value = serde_json::Value::deserialize(doc).unwrap_or_else(|e| panic!("{name}: {e}"));
+            if !value.is_null() {
+                docs.push((name.clone(), value));
+            }
+        }
+    }
+    docs
+}
+
+/// The DaemonSet's one container, as written.
+pub fn daemonset_container() -> serde_json::Value {
+    let docs = manifest_documents();
+    let (_, ds) = docs.iter().find(|(_, d)| d["kind"] == "DaemonSet").expect("a DaemonSet in deploy/kubernetes/");
+    ds["spec"]["template"]["spec"]["containers"][0].clone()
+}
+
+/// The capabilities the DaemonSet adds (after dropping ALL), lower-case
+/// without `CAP_`, as setpriv(1) and capabilities(7) name them.
+pub fn daemonset_capabilities() -> Vec<String> {
+    let caps = &daemonset_container()["securityContext"]["capabilities"];
+    assert!(
+        caps["drop"].as_array().is_some_and(|d| d.iter().any(|c| c == "ALL")),
+        "the DaemonSet must drop ALL before adding: {caps}"
+    );
+    caps["add"]
+        .as_array()
+        .expect("capabilities.add")
+        .iter()
+        .map(|c| c.as_str().expect("a capability name").trim_start_matches("CAP_").to_lowercase())
+        .collect()
 }
 
 #[cfg(test)]

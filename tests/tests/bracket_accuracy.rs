@@ -1,8 +1,8 @@
-//! How far the tracepoint bracket can be trusted: the same packets, in the
-//! same run, timed by pathcost's bracket and by an independent bpftrace
-//! script on the same two tracepoints (bpftrace from Debian's packages).
-//! Counts must be equal and the means within 10%. Host or VM, as root; in
-//! the VM bpftrace is part of the image and this test must run.
+//! How far the tracepoint spans can be trusted: the same packets, in the
+//! same run, timed by pathcost's bracket (or transit) and by an independent
+//! bpftrace script on the same two tracepoints (bpftrace from Debian's
+//! packages). Counts must be equal and the means within 10%. Host or VM, as
+//! root; in the VM bpftrace is part of the image and these tests must run.
 //!
 //! Who sees whose cost: bpftrace attaches first, and a tracepoint calls its
 //! attached handlers in the order they were attached, so at both ends
@@ -35,7 +35,7 @@ const CONNECTIONS: u32 = 1000;
 /// The bracket, written independently: open at netif_receive_skb on the
 /// ingress device of the node namespace, close at the same CPU's next
 /// fib_table_lookup whose input interface is that device.
-fn script(ifindex: u32, netns: u32) -> String {
+fn bracket_script(ifindex: u32, netns: u32, _egress: u32) -> String {
     format!(
         r#"
 tracepoint:net:netif_receive_skb
@@ -47,7 +47,7 @@ tracepoint:net:netif_receive_skb
 tracepoint:fib:fib_table_lookup
 /@start[cpu] != 0 && args->iif == {ifindex}/
 {{
-  @bracket = stats(nsecs - @start[cpu]);
+  @span = stats(nsecs - @start[cpu]);
   delete(@start[cpu]);
 }}
 END {{ clear(@start); }}
@@ -55,9 +55,52 @@ END {{ clear(@start); }}
     )
 }
 
+/// The transit, written independently: keyed by the skb (pathcost keys it
+/// by CPU and checks the skb), from its receipt on the ingress device to
+/// its transmission on the egress device, both in the node namespace.
+fn transit_script(ifindex: u32, netns: u32, egress: u32) -> String {
+    format!(
+        r#"
+tracepoint:net:netif_receive_skb
+/((struct sk_buff *)args->skbaddr)->dev->ifindex == {ifindex} &&
+ ((struct sk_buff *)args->skbaddr)->dev->nd_net.net->ns.inum == {netns}/
+{{
+  @start[args->skbaddr] = nsecs;
+}}
+tracepoint:net:net_dev_start_xmit
+/@start[args->skbaddr] != 0 &&
+ ((struct sk_buff *)args->skbaddr)->dev->ifindex == {egress} &&
+ ((struct sk_buff *)args->skbaddr)->dev->nd_net.net->ns.inum == {netns}/
+{{
+  @span = stats(nsecs - @start[args->skbaddr]);
+  delete(@start[args->skbaddr]);
+}}
+END {{ clear(@start); }}
+"#
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Span {
+    Bracket,
+    Transit,
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bracket_agrees_with_an_independent_bpftrace_measurement() {
-    let name = "bracket_agrees_with_an_independent_bpftrace_measurement";
+    compare(Span::Bracket, "bracket_agrees_with_an_independent_bpftrace_measurement").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transit_agrees_with_an_independent_bpftrace_measurement() {
+    compare(Span::Transit, "transit_agrees_with_an_independent_bpftrace_measurement").await;
+}
+
+/// The two spans share the ingress tracepoint, so the tests take turns.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+async fn compare(span: Span, name: &str) {
+    let _serial = SERIAL.lock().await;
     if let Some(why) = bpftrace_skip_reason() {
         return skip(name, &why);
     }
@@ -73,15 +116,19 @@ async fn bracket_agrees_with_an_independent_bpftrace_measurement() {
     let filter = topo.bracket_filter().unwrap();
 
     // bpftrace first (see the module header for what the order means).
-    let bpftrace = Bpftrace::start(&script(filter.ifindex, filter.netns));
+    let (script, site, backend) = match span {
+        Span::Bracket => (bracket_script as fn(u32, u32, u32) -> String, "prerouting_bracket", Backend::Bracket),
+        Span::Transit => (transit_script as fn(u32, u32, u32) -> String, "transit", Backend::Auto),
+    };
+    let bpftrace = Bpftrace::start(&script(filter.ifindex, filter.netns, filter.egress_ifindex));
     let mut session = Session::start(&SessionOptions {
         request: AttachRequest {
             sites: Vec::new(),
             explicit: false,
-            backend: Backend::Bracket,
+            backend,
             emit_events: true,
             bracket: Some(filter),
-            transit: false,
+            transit: span == Span::Transit,
         },
         calibrate: false,
         netns: Some(filter.netns),
@@ -93,13 +140,13 @@ async fn bracket_agrees_with_an_independent_bpftrace_measurement() {
     session.collect_until(tokio::time::sleep(Duration::from_millis(300)), None, |_| {}).await.unwrap();
     let (report, _) = session.finish().unwrap();
     let output = bpftrace.stop();
-    let theirs = bpftrace_stats(&output, "bracket").unwrap_or_else(|| panic!("no @bracket in bpftrace output: {output}"));
+    let theirs = bpftrace_stats(&output, "span").unwrap_or_else(|| panic!("no @span in bpftrace output: {output}"));
 
-    let row = report.rows.iter().find(|r| r.site == "prerouting_bracket").expect("bracket row");
+    let row = report.rows.iter().find(|r| r.site == site).unwrap_or_else(|| panic!("no {site} row: {:#?}", report.rows));
     let ours = &row.inclusive;
     let ratio = ours.mean_ns / theirs.mean_ns;
     eprintln!(
-        "bracket accuracy on {}: pathcost {} packets, mean {:.0} ns; bpftrace {} packets, mean {:.0} ns; \
+        "{site} accuracy on {}: pathcost {} packets, mean {:.0} ns; bpftrace {} packets, mean {:.0} ns; \
          difference {:+.0} ns (order effect); ratio {ratio:.3}",
         report.kernel,
         ours.count,
@@ -110,5 +157,5 @@ async fn bracket_agrees_with_an_independent_bpftrace_measurement() {
     );
     assert_eq!(ours.count, u64::from(CONNECTIONS));
     assert_eq!(theirs.count, u64::from(CONNECTIONS));
-    assert!((0.9..=1.1).contains(&ratio), "pathcost/bpftrace mean ratio {ratio:.3} is outside 0.9..=1.1");
+    assert!((0.9..=1.1).contains(&ratio), "pathcost/bpftrace {site} mean ratio {ratio:.3} is outside 0.9..=1.1");
 }

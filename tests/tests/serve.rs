@@ -15,17 +15,15 @@
 //! otherwise.
 
 use std::{
-    collections::BTreeMap,
-    fs::File,
-    io::{BufRead as _, BufReader, Read as _, Write as _},
     net::{SocketAddr, SocketAddrV4, TcpStream},
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
     time::{Duration, Instant},
 };
 
-use pathcost_tests::{is_root, kprobe_skip_reason, loaded_ours, loaded_ours_after_exit, pathcost_bin, skip};
+use pathcost_tests::{
+    loaded_ours, loaded_ours_after_exit,
+    serve::{request, scrape, setup, Collect, Exposition, Probes, Server},
+    skip,
+};
 use tracer::synthesis::{
     cluster::{Cluster, ClusterSpec, Protocol},
     ipvs::Scheduler,
@@ -38,215 +36,6 @@ const SERVICES: u32 = 12;
 const CONNECTIONS: u32 = 200;
 /// Endpoints listen here (the cluster's default target port).
 const ENDPOINT_PORT: u16 = 80;
-
-/// Which probes the child attaches here.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Probes {
-    /// Default sites (fentry/kprobe): the VM.
-    Functions,
-    /// The tracepoint bracket: kernels without kprobes.
-    Bracket,
-}
-
-fn setup() -> Result<Probes, String> {
-    if !is_root() {
-        return Err("needs root".into());
-    }
-    if let Some(why) = Mode::IptablesLegacy.unavailable_reason(Scheduler::default()) {
-        return Err(why);
-    }
-    if kprobe_skip_reason().is_none() {
-        return Ok(Probes::Functions);
-    }
-    match tracer::capabilities::bracket_unavailable_reason() {
-        None => Ok(Probes::Bracket),
-        Some(why) => Err(format!("neither kprobes nor the bracket tracepoints: {why}")),
-    }
-}
-
-/// One sample's identity: name and sorted labels.
-type Series = (String, BTreeMap<String, String>);
-
-/// A parsed Prometheus text exposition.
-#[derive(Debug, Default)]
-struct Exposition {
-    types: BTreeMap<String, String>,
-    samples: BTreeMap<Series, f64>,
-}
-
-fn parse_labels(text: &str) -> BTreeMap<String, String> {
-    let mut labels = BTreeMap::new();
-    let mut rest = text;
-    while !rest.is_empty() {
-        let (key, after) = rest.split_once("=\"").unwrap_or_else(|| panic!("bad labels {text}"));
-        // Values here never contain escaped quotes.
-        let (value, after) = after.split_once('"').unwrap_or_else(|| panic!("bad labels {text}"));
-        labels.insert(key.to_owned(), value.to_owned());
-        rest = after.strip_prefix(',').unwrap_or(after);
-    }
-    labels
-}
-
-fn parse_exposition(text: &str) -> Exposition {
-    let mut e = Exposition::default();
-    for line in text.lines() {
-        if let Some(t) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = t.split_once(' ').unwrap();
-            e.types.insert(name.to_owned(), kind.to_owned());
-            continue;
-        }
-        if line.starts_with('#') || line.is_empty() {
-            continue;
-        }
-        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("bad sample {line}"));
-        let (name, labels) = match series.split_once('{') {
-            Some((n, l)) => (n, parse_labels(l.strip_suffix('}').unwrap())),
-            None => (series, BTreeMap::new()),
-        };
-        let value: f64 =
-            if value == "+Inf" { f64::INFINITY } else { value.parse().unwrap_or_else(|_| panic!("bad value {line}")) };
-        let key = (name.to_owned(), labels);
-        assert!(e.samples.insert(key, value).is_none(), "duplicate series: {line}");
-    }
-    e
-}
-
-impl Exposition {
-    /// Samples of `name` whose labels include `want`.
-    fn matching<'a>(
-        &'a self,
-        name: &'a str,
-        want: &'a [(&'a str, &'a str)],
-    ) -> impl Iterator<Item = (&'a BTreeMap<String, String>, f64)> + 'a {
-        self.samples
-            .iter()
-            .filter(move |((n, l), _)| n == name && want.iter().all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v)))
-            .map(|((_, l), v)| (l, *v))
-    }
-
-    fn sum(&self, name: &str, want: &[(&str, &str)]) -> f64 {
-        self.matching(name, want).map(|(_, v)| v).sum()
-    }
-
-    fn one(&self, name: &str, want: &[(&str, &str)]) -> f64 {
-        let found: Vec<f64> = self.matching(name, want).map(|(_, v)| v).collect();
-        assert_eq!(found.len(), 1, "{name}{want:?}: {found:?}");
-        found[0]
-    }
-}
-
-/// `pathcost serve` inside the node namespace, with its stderr collected.
-struct Server {
-    child: Child,
-    address: SocketAddr,
-    stderr: mpsc::Receiver<String>,
-    stderr_lines: Vec<String>,
-}
-
-impl Server {
-    fn start(topo: &Topology, probes: Probes, collect: Collect) -> Server {
-        // The node namespace is held by one of this process's threads.
-        let ns_path = format!("/proc/{}/task/{}/ns/net", std::process::id(), topo.node.tid());
-        let ns = File::open(&ns_path).unwrap();
-        let mut cmd = Command::new(pathcost_bin());
-        // /proc/self is the child's own: the node namespace once entered.
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--netns", "/proc/self/ns/net", "--refresh", "1s"]);
-        if probes == Probes::Bracket {
-            cmd.args(["--backend", "bracket"]);
-        }
-        if collect == Collect::Events {
-            cmd.args(["--collect", "events"]);
-        }
-        let fd = ns.as_raw_fd();
-        // SAFETY: setns is async-signal-safe; `ns` stays open until spawn
-        // returns.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn pathcost serve");
-        drop(ns);
-        let (tx, rx) = mpsc::channel();
-        let stderr = child.stderr.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[serve] {line}");
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let mut server = Server { child, address: "0.0.0.0:0".parse().unwrap(), stderr: rx, stderr_lines: Vec::new() };
-        // Calibration under emulation takes a while.
-        let line = server.wait_for_line("serving metrics on http://", Duration::from_secs(240));
-        let address = line.split("http://").nth(1).and_then(|r| r.strip_suffix("/metrics")).unwrap();
-        server.address = address.parse().unwrap();
-        server
-    }
-
-    fn wait_for_line(&mut self, marker: &str, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self.stderr_lines.iter().find(|l| l.contains(marker)) {
-                return l.clone();
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            match self.stderr.recv_timeout(left) {
-                Ok(line) => self.stderr_lines.push(line),
-                Err(e) => {
-                    let _ = self.child.kill();
-                    panic!("no '{marker}' from pathcost serve ({e}); it said:\n{}", self.stderr_lines.join("\n"));
-                }
-            }
-        }
-    }
-}
-
-impl Drop for Server {
-    /// A failed assertion must not leave the child attached.
-    fn drop(&mut self) {
-        if matches!(self.child.try_wait(), Ok(None)) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// One HTTP request from inside the node namespace: (status line,
-/// content type, body).
-fn request(topo: &Topology, address: SocketAddr, path: &str, accept: Option<&str>) -> (String, String, String) {
-    let head = format!(
-        "GET {path} HTTP/1.1\r\nHost: pathcost\r\n{}Connection: close\r\n\r\n",
-        accept.map(|a| format!("Accept: {a}\r\n")).unwrap_or_default()
-    );
-    let raw = topo
-        .node
-        .run(move || -> std::io::Result<String> {
-            let mut s = TcpStream::connect_timeout(&address, Duration::from_secs(5))?;
-            s.set_read_timeout(Some(Duration::from_secs(30)))?;
-            s.write_all(head.as_bytes())?;
-            let mut out = String::new();
-            s.read_to_string(&mut out)?;
-            Ok(out)
-        })
-        .unwrap()
-        .unwrap_or_else(|e| panic!("GET {path} from {address}: {e}"));
-    let (head, body) = raw.split_once("\r\n\r\n").unwrap();
-    let status = head.lines().next().unwrap().to_owned();
-    let content_type = head.lines().find_map(|l| l.strip_prefix("Content-Type: ")).unwrap_or_default().to_owned();
-    (status, content_type, body.to_owned())
-}
-
-fn scrape(topo: &Topology, address: SocketAddr) -> Exposition {
-    let (status, content_type, body) = request(topo, address, "/metrics", None);
-    assert_eq!(status, "HTTP/1.1 200 OK");
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
-    parse_exposition(&body)
-}
 
 /// Labels that pick series out of an exposition.
 type Selector = Vec<(&'static str, &'static str)>;
@@ -337,10 +126,12 @@ fn check_families(e: &Exposition, probes: Probes) {
         "negative_durations",
         "undecodable_events",
         "brackets_unclosed",
+        "transits_unclosed",
+        "series_over_cap",
     ] {
         e.one("pathcost_events_lost_total", &[("reason", reason)]);
     }
-    for kind in ["entries", "matched", "brackets_opened", "brackets_closed"] {
+    for kind in ["entries", "matched", "brackets_opened", "brackets_closed", "transits_opened", "transits_closed"] {
         e.one("pathcost_probe_events_total", &[("kind", kind)]);
     }
     match probes {
@@ -376,21 +167,12 @@ fn check_node(e: &Exposition, service_ports: usize) {
     assert!(e.one("pathcost_kube_endpoints", &active) >= service_ports as f64);
 }
 
-/// How serve collects: its default (in-kernel aggregates) or events.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Collect {
-    Kernel,
-    Events,
-}
-
-/// With events, then serve's default (per-call series from the kernel's
-/// aggregates, exact in their counts, no event per call). One test, in this
-/// order: each case checks that none of pathcost's programs are loaded
-/// before and after it, and the events case's per-packet check relies on
-/// the kernel reusing its own round's skb addresses, which another serve's
-/// traffic just before can disturb.
 #[test]
 fn serve_exposes_growing_counts_and_detaches_on_sigterm() {
+    // With events, then serve's default (per-call series from the kernel's
+    // aggregates, exact in their counts, no event per call). In this order:
+    // each case checks that none of pathcost's programs are loaded before
+    // and after it.
     const TEST: &str = "serve_exposes_growing_counts_and_detaches_on_sigterm";
     serve_case(TEST, Collect::Events);
     serve_case(TEST, Collect::Kernel);
@@ -409,13 +191,15 @@ fn serve_case(test: &str, collect: Collect) {
     // node to be counted as traffic.
     let backend = traffic::Backend::start(&topo, ENDPOINT_PORT).unwrap();
 
-    let mut server = Server::start(&topo, probes, collect);
+    let mut server = Server::start_collecting(&topo, probes, collect);
     let address = server.address;
     eprintln!("serve: {probes:?} probes, {collect:?} collection, metrics at {address}");
 
     // Other paths.
+    // Attached and polling: healthy (readiness waits for detection, below).
     let (status, _, body) = request(&topo, address, "/healthz", None);
-    assert_eq!((status.as_str(), body.as_str()), ("HTTP/1.1 200 OK", "ok\n"));
+    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
+    assert!(body.starts_with("ok\nprobes: ok: "), "{body}");
     let (status, _, _) = request(&topo, address, "/nothing-here", None);
     assert_eq!(status, "HTTP/1.1 404 Not Found");
     let (status, content_type, body) =
@@ -432,6 +216,8 @@ fn serve_case(test: &str, collect: Collect) {
         before = scrape(&topo, address);
     }
     check_node(&before, cluster.service_ports().len());
+    let (status, _, body) = request(&topo, address, "/readyz", None);
+    assert_eq!(status, "HTTP/1.1 200 OK", "detection succeeded, so ready: {body}");
 
     let (calls, kernel) = counted_series(probes);
     let mut previous = before;

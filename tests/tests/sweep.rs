@@ -18,7 +18,8 @@ use std::{
 use pathcost_tests::{kprobe_skip_reason, loaded_ours_after_exit, pathcost_bin, root_network_state, skip};
 use tracer::{
     probes::Backend,
-    sweep::{results::Point, run, SweepOptions},
+    results::Point,
+    sweep::{run, Outcome, SweepOptions},
     synthesis::{cluster::Protocol, ipvs::Scheduler, program::Mode, traffic::Pace},
 };
 
@@ -59,7 +60,9 @@ async fn small_sweep_shows_iptables_growing_and_leaves_the_root_namespace_alone(
         seed: 1,
         output: None,
     };
-    let results = run(&opts, |line| eprintln!("sweep: {line}")).await.expect("sweep");
+    let Outcome::Complete(results) = run(&opts, std::future::pending(), |line| eprintln!("sweep: {line}")).await.expect("sweep") else {
+        unreachable!("nothing stops this sweep")
+    };
     eprintln!("{}", tracer::report::sweep_table(&results));
     assert!(results.skipped.is_empty(), "{:?}", results.skipped);
     assert_eq!(results.points.len(), 8);
@@ -84,8 +87,9 @@ async fn small_sweep_shows_iptables_growing_and_leaves_the_root_namespace_alone(
         assert_eq!(lookup.summary.count, 300, "{} N={}: one lookup per new connection ({})", p.mode, p.services, lookup.what);
         // Each packet's lookup runs inside one of its nf_hook_slow calls, so
         // it is at most that packet's raw hook time, and so is the median.
+        let hooks_raw = p.per_new_connection_raw.expect("a sweep writes raw figures");
         assert!(
-            lookup.summary.p50_ns <= p.per_new_connection_raw.p50_ns,
+            lookup.summary.p50_ns <= hooks_raw.p50_ns,
             "{} N={}: a lookup longer than the hooks it runs in: {lookup:?} vs {:?}",
             p.mode,
             p.services,

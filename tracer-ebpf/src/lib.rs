@@ -7,6 +7,10 @@
 
 #![no_std]
 
+// The toolchain module runs in build scripts and xtask, on the host, with std.
+#[cfg(not(target_arch = "bpf"))]
+extern crate std;
+
 /// The pinned toolchain that builds these programs (for build scripts and xtask).
 #[cfg(not(target_arch = "bpf"))]
 pub mod toolchain;
@@ -272,6 +276,33 @@ pub struct CallStack {
     /// Exits matched with their entry on this CPU.
     pub matched: u64,
     pub frames: [Frame; MAX_DEPTH],
+}
+
+impl CallStack {
+    /// No call open and nothing counted (what userspace writes to clear a
+    /// CPU's stack once the probes are attached).
+    pub const EMPTY: CallStack =
+        CallStack { depth: 0, _pad: 0, entries: 0, matched: 0, frames: [Frame::EMPTY; MAX_DEPTH] };
+}
+
+impl Frame {
+    pub const EMPTY: Frame = Frame {
+        start_ns: 0,
+        child_ns: 0,
+        skb: 0,
+        transmit_ns: 0,
+        site: 0,
+        children: 0,
+        descendants: 0,
+        hook: 0,
+        pf: 0,
+        netns: 0,
+        _pad: 0,
+        state: 0,
+        name_obj: 0,
+        name: [0; NAME_LEN],
+        table: [0; NAME_LEN],
+    };
 }
 
 /// One completed call, sent to userspace through the ring buffer.

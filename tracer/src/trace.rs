@@ -226,27 +226,45 @@ impl Session {
     }
 }
 
-/// Completes on Ctrl-C, SIGTERM, or after `duration`.
-pub async fn stop_signal(duration: Option<Duration>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).ok();
-    let term = async {
-        match term.as_mut() {
-            Some(t) => {
-                t.recv().await;
+/// SIGINT and SIGTERM, caught from the moment [`StopSignals::install`]
+/// returns: a signal that arrives while probes are being attached or
+/// calibrated is kept and ends the run at its next wait, instead of killing
+/// the process with nothing written.
+pub struct StopSignals {
+    interrupt: tokio::signal::unix::Signal,
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    /// Replaces the default action (exit at once) of SIGINT and SIGTERM for
+    /// the rest of the process. Needs a tokio runtime.
+    pub fn install() -> Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            interrupt: signal(SignalKind::interrupt()).context("cannot handle SIGINT")?,
+            terminate: signal(SignalKind::terminate()).context("cannot handle SIGTERM")?,
+        })
+    }
+
+    /// Completes with the signal's name when SIGINT or SIGTERM arrives.
+    pub async fn received(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.interrupt.recv() => "SIGINT",
+            _ = self.terminate.recv() => "SIGTERM",
+        }
+    }
+
+    /// Completes on SIGINT, SIGTERM, or after `duration`.
+    pub async fn or_after(&mut self, duration: Option<Duration>) {
+        let timer = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
             }
-            None => std::future::pending().await,
+        };
+        tokio::select! {
+            _ = self.received() => {}
+            () = timer => {}
         }
-    };
-    let timer = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        () = term => {}
-        () = timer => {}
     }
 }

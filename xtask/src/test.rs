@@ -22,18 +22,41 @@ pub struct Options {
     /// Run the host tests only.
     #[arg(long)]
     skip_vm: bool,
-    /// Run only this test binary in the VM (e.g. `probe_accuracy`); repeat for
-    /// several (default: all). For iterating on one test without the whole suite.
-    #[arg(long = "test", value_name = "NAME")]
-    only: Vec<String>,
     /// Seconds before each kernel's VM is killed.
     #[arg(long, default_value_t = 1200)]
     timeout: u64,
+    /// Only this test file of tests/tests (e.g. `capabilities`), on the
+    /// host and in the VM; repeat for several (default: everything). For
+    /// checking one change in the VM without the whole suite's time.
+    #[arg(long = "test", value_name = "NAME")]
+    tests: Vec<String>,
 }
 
 /// Where `skip` in tests/src/lib.rs appends `binary<TAB>test<TAB>why` lines
 /// (the same name is defined there; xtask does not depend on the tests crate).
 const SKIP_LOG_ENV: &str = "PATHCOST_SKIP_LOG";
+
+/// Seconds each fuzz target of tests/tests/fuzz.rs runs for (the same name
+/// is read there).
+const FUZZ_SECONDS_ENV: &str = "PATHCOST_FUZZ_SECONDS";
+/// Per target: 7 targets, about 70 s in all, so the step adds little over
+/// a minute to a cold run (proptest itself builds in seconds).
+const FUZZ_SECONDS: &str = "10";
+
+/// The bounded fuzz step: every parser target for FUZZ_SECONDS, one at a
+/// time, each printing its executions and time.
+fn fuzz(ws: &Workspace) -> Result<()> {
+    println!("test: fuzzing the parsers, {FUZZ_SECONDS} s per target");
+    let started = Instant::now();
+    cmd::run(
+        Command::new(crate::cargo())
+            .current_dir(&ws.root)
+            .args(["test", "-p", "pathcost-tests", "--test", "fuzz", "--", "--nocapture", "--test-threads", "1"])
+            .env(FUZZ_SECONDS_ENV, FUZZ_SECONDS),
+    )?;
+    println!("test: fuzzing took {:.0} s", started.elapsed().as_secs_f64());
+    Ok(())
+}
 
 /// One row of the summary.
 struct Row {
@@ -53,15 +76,29 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
     // each skip is logged so the list is printed whole, after cargo's output.
     let skip_log = ws.target.join("host-test-skips.tsv");
     let _ = std::fs::remove_file(&skip_log);
-    let host = cmd::run(
-        Command::new(crate::cargo())
-            .current_dir(&ws.root)
-            .args(["test", "--workspace"])
-            .env(SKIP_LOG_ENV, &skip_log),
-    );
+    let mut host_tests = Command::new(crate::cargo());
+    host_tests
+        .current_dir(&ws.root)
+        .arg("test")
+        .env(SKIP_LOG_ENV, &skip_log)
+        // One batch per fuzz target here; the fuzz step below gives them time.
+        .env(FUZZ_SECONDS_ENV, "0");
+    if options.tests.is_empty() {
+        host_tests.arg("--workspace");
+    } else {
+        host_tests.args(["-p", "pathcost-tests"]);
+        for name in &options.tests {
+            host_tests.args(["--test", name]);
+        }
+    }
+    let host = cmd::run(&mut host_tests);
     // Shown even when a host test failed: a skip can be the reason.
     print_host_skips(&skip_log)?;
     host?;
+    // Part of the whole suite; a run of named test files is for iterating.
+    if options.tests.is_empty() {
+        fuzz(ws)?;
+    }
     if options.skip_vm {
         return Ok(());
     }
@@ -69,18 +106,12 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
     println!("test: building the VM suite");
     let pathcost = build::pathcost(ws, true)?;
     let mut tests = build::vm_tests(ws, true)?;
-    if !options.only.is_empty() {
-        let unknown: Vec<&str> = options
-            .only
-            .iter()
-            .filter(|name| !tests.iter().any(|t| &t.name == *name))
-            .map(String::as_str)
-            .collect();
-        if !unknown.is_empty() {
-            let known: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
-            bail!("no VM test binary named {} (there are: {})", unknown.join(", "), known.join(", "));
+    if !options.tests.is_empty() {
+        tests.retain(|t| options.tests.contains(&t.name));
+        let found: Vec<&str> = tests.iter().map(|t| t.name.as_str()).collect();
+        if let Some(missing) = options.tests.iter().find(|n| !found.contains(&n.as_str())) {
+            bail!("no test file tests/tests/{missing}.rs (built: {})", found.join(", "));
         }
-        tests.retain(|t| options.only.contains(&t.name));
     }
     let kernels = if options.kernels.is_empty() {
         KernelSeries::ALL.to_vec()

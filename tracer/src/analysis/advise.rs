@@ -10,8 +10,8 @@ use std::fmt::Write as _;
 
 use anyhow::{bail, Result};
 
-use super::{fit::format_slope, thousands, Analysis, Basis, LinearFit, ModeAnalysis, Results, NOISE_SHARE};
-use crate::{report::table::columns, synthesis::program::Mode};
+use super::{fit::format_slope, thousands, Analysis, Basis, LinearFit, ModeAnalysis, NOISE_SHARE};
+use crate::{results::Results, synthesis::program::Mode, text::columns};
 
 /// What is known about the node being advised.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -533,7 +533,10 @@ fn ratio(r: f64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::analysis::{analyze, results::Point, tests::fixture};
+    use crate::{
+        analysis::{analyze, tests::fixture},
+        results::Point,
+    };
 
     /// A sweep where `winner` has the flattest line: each mode's transit p50
     /// per new connection is `base + slope · N` at N = 10, 100, 1000 (its
@@ -562,7 +565,7 @@ mod tests {
                 };
                 p.transit_new_connection = summary(cost);
                 p.transit_established_packet = summary(60);
-                p.lookup_new_connection = Some(crate::sweep::results::LookupFigure {
+                p.lookup_new_connection = Some(crate::results::LookupFigure {
                     what: mode.lookup().describe(),
                     mechanism: crate::probes::Mechanism::Kprobe,
                     summary: summary(cost / 2),

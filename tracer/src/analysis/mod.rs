@@ -18,14 +18,17 @@
 
 pub mod advise;
 pub mod fit;
-pub mod results;
 
 use serde::Serialize;
 
 pub use fit::LinearFit;
-pub use results::{LoadError, Point, Results};
 
-use crate::{collection::Losses, statistics::Summary, synthesis::program::Mode};
+use crate::{
+    collection::Losses,
+    results::{Point, Results},
+    statistics::Summary,
+    synthesis::program::Mode,
+};
 
 /// A probe pair dearer than this is far above what fentry or kprobes cost
 /// on real hardware (tens to a few hundred ns): the machine is emulated
@@ -213,6 +216,7 @@ pub struct Warning {
 #[serde(rename_all = "kebab-case")]
 pub enum WarningKind {
     NoPoints,
+    Interrupted,
     SkippedMode,
     TooFewPoints,
     NoSamples,
@@ -267,6 +271,15 @@ pub fn analyze(r: &Results) -> Analysis {
         warnings.push(Warning::new(
             WarningKind::NoPoints,
             "the results hold no points: nothing was measured (every mode skipped, or the sweep stopped before its first point)".into(),
+        ));
+    }
+    if r.interrupted {
+        warnings.push(Warning::new(
+            WarningKind::Interrupted,
+            format!(
+                "the sweep was interrupted after {} points: settings ask for more, so fits and crossovers may rest on fewer points (run it again to complete it)",
+                r.points.len()
+            ),
         ));
     }
     for s in &r.skipped {
@@ -523,17 +536,12 @@ pub const BOOKKEEPING_COUNTERS: [&str; 6] =
     ["entries", "matched", "brackets_opened", "brackets_closed", "transits_opened", "transits_closed"];
 
 fn total_losses(points: &[Point]) -> Losses {
-    let mut sums: Vec<(String, u64)> = Vec::new();
-    for p in points {
-        for (name, n) in loss_counters(&p.losses) {
-            match sums.iter_mut().find(|(k, _)| *k == name) {
-                Some((_, sum)) => *sum += n,
-                None => sums.push((name, n)),
-            }
-        }
-    }
-    let map: serde_json::Map<String, serde_json::Value> = sums.into_iter().map(|(k, n)| (k, n.into())).collect();
-    serde_json::from_value(serde_json::Value::Object(map)).unwrap_or_default()
+    // `absorb` names every field, so a counter added to the collector is
+    // summed here without a change.
+    points.iter().fold(Losses::default(), |mut sum, p| {
+        sum.absorb(&p.losses);
+        sum
+    })
 }
 
 /// "1 event", "12 events".

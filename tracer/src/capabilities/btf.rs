@@ -1528,6 +1528,9 @@ mod tests {
 
     /// Ids of the synthetic base types the split test refers to.
     struct Synthetic {
+        /// The encoded BTF: every kind, a typedef cycle; the seed of the
+        /// BTF fuzz target (tests/tests/fuzz.rs).
+        bytes: Vec<u8>,
         btf: Btf,
         pair: u32,
         state_ptr: u32,
@@ -1616,8 +1619,10 @@ mod tests {
         b.refer(TYPEDEF, "loop_b", loop_a);
         b.aggregate(STRUCT, "cyclic", 4, &[("bad", loop_a, 0, 0)]);
 
-        let btf = Btf::from_bytes(&b.build()).unwrap();
+        let bytes = b.build();
+        let btf = Btf::from_bytes(&bytes).unwrap();
         Synthetic {
+            bytes,
             btf,
             pair,
             state_ptr,
@@ -1635,6 +1640,18 @@ mod tests {
             .iter()
             .map(|(n, t)| (n.as_str(), t.as_str()))
             .collect()
+    }
+
+    /// tracer/tests/fixtures/synthetic.btf, the BTF fuzz target's seed, is
+    /// this builder's output; `PATHCOST_UPDATE_FIXTURES=1` rewrites it.
+    #[test]
+    fn synthetic_btf_fixture_is_current() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/synthetic.btf");
+        let bytes = synthetic().bytes;
+        if std::env::var_os("PATHCOST_UPDATE_FIXTURES").is_some() {
+            std::fs::write(&path, &bytes).unwrap();
+        }
+        assert_eq!(std::fs::read(&path).unwrap(), bytes, "run with PATHCOST_UPDATE_FIXTURES=1 to refresh {}", path.display());
     }
 
     #[test]
@@ -1798,6 +1815,7 @@ mod tests {
             state_ptr,
             skb_ptr,
             int,
+            ..
         } = synthetic();
         let mut b = BtfBuilder::split_on(&base);
         let svc = b.aggregate(

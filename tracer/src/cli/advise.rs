@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use tracer::{
-    analysis::{self, advise::NodeFacts, Results},
+    analysis::{self, advise::NodeFacts},
     detection::{self, proxy_mode::KubeProxyMode, IptablesFlavour},
     report::export::write_to,
+    results::Results,
     synthesis::program::Mode,
 };
 

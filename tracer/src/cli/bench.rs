@@ -10,7 +10,7 @@ use tracer::{
     report::Format,
 };
 
-use super::write_output;
+use super::{check_outputs, write_output};
 
 /// Measure pathcost's own overhead on this kernel, beside bpftrace.
 ///
@@ -41,6 +41,9 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    // Before minutes of measuring, and before the privilege check, as
+    // `trace` does: a typo is reported whoever runs it.
+    check_outputs(args.output.as_deref(), &[])?;
     tracer::capabilities::require_tracing_privileges()?;
     let r = tracer::bench::run(args.backend, args.services, args.packets).await?;
     let json = serde_json::to_string_pretty(&r)? + "\n";

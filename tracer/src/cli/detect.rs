@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::{Context as _, Result};
 use tracer::detection::{self, proxy_mode, CollectOptions};
 
-use super::write_output;
+use super::{check_outputs, write_output};
 
 /// Show kube-proxy's mode, the iptables backend, the service and endpoint
 /// counts and the kernel's probing capabilities of this node.
@@ -53,6 +53,8 @@ fn parse_metrics_address(s: &str) -> Result<MetricsAddress, String> {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    // Before detection runs the node's tools and asks kube-proxy.
+    check_outputs(args.output.as_deref(), &[])?;
     let options = CollectOptions {
         metrics_address: args.metrics_address.0,
         ..CollectOptions::default()

@@ -13,9 +13,10 @@ pub mod serve;
 pub mod sweep;
 pub mod trace;
 
-use std::{io::Write as _, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
-use anyhow::{Context as _, Result};
+use anyhow::{bail, Context as _, Result};
+use tracer::report::export::ExportTarget;
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -48,31 +49,67 @@ pub fn ifindex(dev: &str) -> Result<u32> {
         .with_context(|| format!("unreadable {path}"))
 }
 
+/// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
+const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+
 /// Inode of a network namespace file, which is what the probes record.
+///
+/// The file must be a network namespace: any other file has an inode too,
+/// and filtering on it would silently measure nothing. The kernel says what
+/// a namespace file is (`NS_GET_NSTYPE`); anything else is named by its
+/// file type.
 pub fn netns_inode(path: &Path) -> Result<u32> {
-    use std::os::unix::fs::MetadataExt as _;
-    let meta = std::fs::metadata(path)
-        .with_context(|| format!("cannot open network namespace {}", path.display()))?;
-    u32::try_from(meta.ino()).with_context(|| format!("{} is not a namespace file", path.display()))
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
+    use std::os::fd::AsRawFd as _;
+    let shown = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("cannot open network namespace {shown}"))?;
+    let meta = file.metadata().with_context(|| format!("cannot open network namespace {shown}"))?;
+    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the open
+    // descriptor; on a file that is not a namespace it fails with ENOTTY.
+    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
+    if kind < 0 {
+        let t = meta.file_type();
+        let what = if t.is_dir() {
+            "a directory"
+        } else if t.is_file() {
+            "a regular file"
+        } else if t.is_socket() {
+            "a socket"
+        } else if t.is_fifo() {
+            "a pipe"
+        } else if t.is_char_device() || t.is_block_device() {
+            "a device"
+        } else {
+            "not a namespace file"
+        };
+        bail!("--netns {shown} is {what}, not a network namespace (give /proc/PID/ns/net or /run/netns/NAME)");
+    }
+    if kind != libc::CLONE_NEWNET {
+        let what = match kind {
+            libc::CLONE_NEWNS => "mount",
+            libc::CLONE_NEWPID => "PID",
+            libc::CLONE_NEWUTS => "UTS",
+            libc::CLONE_NEWIPC => "IPC",
+            libc::CLONE_NEWUSER => "user",
+            libc::CLONE_NEWCGROUP => "cgroup",
+            libc::CLONE_NEWTIME => "time",
+            _ => "another kind of",
+        };
+        bail!("--netns {shown} is a {what} namespace, not a network namespace (give /proc/PID/ns/net or /run/netns/NAME)");
+    }
+    u32::try_from(meta.ino()).with_context(|| format!("--netns {shown}: inode {} does not fit the probes' 32 bits", meta.ino()))
 }
 
-/// Writes `text` to `output`, or stdout when it is `None` or `-`.
+/// Writes `text` to `output` atomically, or to stdout when it is `None` or `-`.
 pub fn write_output(text: &str, output: Option<&Path>) -> Result<()> {
-    match output {
-        Some(p) if p.as_os_str() != "-" => {
-            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir)
-                    .with_context(|| format!("failed to create {}", dir.display()))?;
-            }
-            std::fs::write(p, text).with_context(|| format!("failed to write {}", p.display()))
-        }
-        _ => {
-            let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())?;
-            out.flush()?;
-            Ok(())
-        }
-    }
+    tracer::output::write_file(output.unwrap_or(Path::new("-")), text.as_bytes())
+}
+
+/// Checks, before any work starts, that `output` and every `--export`
+/// target can be written, so a long run is not lost to a typo at its end.
+pub fn check_outputs(output: Option<&Path>, exports: &[ExportTarget]) -> Result<()> {
+    output.map_or(Ok(()), tracer::output::check_file)?;
+    tracer::report::export::check_targets(exports)
 }
 
 #[cfg(test)]

@@ -2,10 +2,11 @@
 
 use std::{io::IsTerminal as _, path::PathBuf};
 
-use anyhow::{Context as _, Result};
+use anyhow::Result;
 use tracer::{
-    analysis::{self, Analysis, Results, Warning},
+    analysis::{self, Analysis, Warning},
     report::export::{self, Document, ExportFormat, ExportTarget},
+    results::Results,
 };
 
 /// Analyse a sweep's results file and export it.
@@ -43,11 +44,15 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let mut targets = vec![ExportTarget { format: args.format, path: args.output }];
+    targets.extend(args.export);
+    // Before anything is written: outputs go out one by one, so a bad last
+    // one found only when its turn came would leave the earlier ones
+    // written and the run failed.
+    export::check_targets(&targets)?;
     let results = Results::load(&args.results)?;
     let analysis = analysis::analyze(&results);
     let document = Document::Sweep { results: &results, analysis: &analysis };
-    let mut targets = vec![ExportTarget { format: args.format, path: args.output }];
-    targets.extend(args.export);
     export::export_all(&document, &targets)?;
     print_warnings(&analysis.warnings);
     Ok(())
@@ -65,13 +70,12 @@ pub fn print_warnings(warnings: &[Warning]) {
 
 /// `--export` for commands that produce a sweep (`pathcost sweep`): the
 /// same exporters and warnings as `pathcost report`.
-pub fn export_sweep(results: &tracer::sweep::results::SweepResults, targets: &[ExportTarget]) -> Result<()> {
+pub fn export_sweep(results: &Results, targets: &[ExportTarget]) -> Result<()> {
     if targets.is_empty() {
         return Ok(());
     }
-    let results = Results::from_sweep(results).context("reading back this sweep's results")?;
-    let analysis: Analysis = analysis::analyze(&results);
-    export::export_all(&Document::Sweep { results: &results, analysis: &analysis }, targets)?;
+    let analysis: Analysis = analysis::analyze(results);
+    export::export_all(&Document::Sweep { results, analysis: &analysis }, targets)?;
     print_warnings(&analysis.warnings);
     Ok(())
 }

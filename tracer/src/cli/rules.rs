@@ -12,7 +12,7 @@ use tracer::synthesis::program::{steps, Mode, Step};
 
 use super::{
     ruleset::{service_count, RulesetArgs},
-    write_output,
+    check_outputs, write_output,
 };
 
 /// Print the rules a sweep point loads, exactly as the sweep feeds them to
@@ -72,6 +72,8 @@ struct ToolInput<'a> {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    // Before building up to 65,000 services' rules.
+    check_outputs(args.output.as_deref(), &[])?;
     let r = &args.ruleset;
     let cluster = tracer::sweep::point_cluster(args.services, r.endpoints, &r.protocols, r.seed)
         .with_context(|| format!("cannot build {} services × {} endpoints", args.services, r.endpoints))?;

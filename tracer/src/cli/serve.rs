@@ -7,12 +7,15 @@ use anyhow::Result;
 use tracer::{
     report::Collection,
     detection::{proxy_mode, CollectOptions},
-    metrics::live::{self, ServeOptions},
+    metrics::{
+        http::ListenAddress,
+        live::{self, ServeOptions},
+    },
     probes::{
         attach::{AttachRequest, BracketFilter},
         Backend, SiteList, SITES,
     },
-    trace::stop_signal,
+    trace::StopSignals,
 };
 
 use super::{ifindex, netns_inode, parse_duration};
@@ -20,7 +23,8 @@ use super::{ifindex, netns_inode, parse_duration};
 /// Keep the probes attached and serve Prometheus metrics.
 ///
 /// Answers GET /metrics (Prometheus text, or OpenMetrics when the scraper
-/// asks for it) and /healthz on --listen. Exports per-call histograms by
+/// asks for it), /healthz (probes attached, ring reader polling, detection
+/// running) and /readyz (also: detection succeeded recently) on --listen. Exports per-call histograms by
 /// probe site, netfilter hook and table/chain (raw and corrected for the
 /// probes' own cost), the kernel's own histograms, per-packet netfilter
 /// time, every loss counter, the probes' own cost, and what `pathcost
@@ -30,12 +34,14 @@ use super::{ifindex, netns_inode, parse_duration};
 /// nothing on the node.
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    /// Address and port to serve metrics on (0.0.0.0:9470 for every
-    /// interface, as the DaemonSet does).
+    /// Address and port to serve metrics on: IP:PORT, or [IP]:PORT for
+    /// either family (the DaemonSet passes [$(NODE_IP)]:9470, the node's
+    /// own address from the downward API; 0.0.0.0:9470 is every interface).
     #[arg(long, default_value = "127.0.0.1:9470")]
-    listen: SocketAddr,
+    listen: ListenAddress,
     /// Probe sites, comma-separated (nf_hook_slow, ipt_do_table,
-    /// nft_do_chain, ip_vs_in, ip_vs_schedule, ip_vs_conn_in_get).
+    /// nft_do_chain, ip_vs_in, ip_vs_schedule, ip_vs_conn_in_get,
+    /// ip_vs_nat_xmit).
     /// Default: all but ip_vs_conn_in_get, skipping those whose module
     /// is not loaded. Named sites must all be available.
     #[arg(long)]
@@ -94,6 +100,7 @@ fn parse_kube_proxy_address(s: &str) -> Result<KubeProxyAddress, String> {
 // The two look-ups below are the same as `trace`'s.
 
 pub async fn run(args: Args) -> Result<()> {
+    let mut signals = StopSignals::install()?;
     let explicit = args.sites.is_some();
     let sites = args.sites.map_or_else(|| SITES.iter().filter(|s| s.default).collect(), |l| l.0);
     let netns = args.netns.as_deref().map(netns_inode).transpose()?;
@@ -120,9 +127,9 @@ pub async fn run(args: Args) -> Result<()> {
         refresh: (!args.refresh.is_zero()).then_some(args.refresh),
         detection: CollectOptions { metrics_address: args.kube_proxy_address.0, ..CollectOptions::default() },
     };
-    let listener = live::bind(args.listen).await?;
-    let address = listener.local_addr().unwrap_or(args.listen);
-    let summary = live::serve(listener, options, stop_signal(None), |sites| {
+    let listener = live::bind(args.listen.0).await?;
+    let address = listener.local_addr().unwrap_or(args.listen.0);
+    let summary = live::serve(listener, options, signals.or_after(None), |sites| {
         for s in sites {
             eprintln!("pathcost: {} -> {}", s.site, s.mechanism.map_or_else(|| s.notes.join("; "), |m| m.to_string()));
         }

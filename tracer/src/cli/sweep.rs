@@ -2,16 +2,17 @@
 
 use std::{path::PathBuf, time::Duration};
 
-use anyhow::Result;
+use anyhow::{bail, Context as _, Result};
 use tracer::{
     probes::Backend,
     report::{self, Format},
-    sweep::SweepOptions,
+    sweep::{Outcome, SweepOptions},
     synthesis::{program::Mode, traffic::Pace},
+    trace::StopSignals,
 };
 
 use super::{
-    parse_duration,
+    check_outputs, parse_duration,
     ruleset::{service_count, RulesetArgs},
     write_output,
 };
@@ -70,7 +71,11 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let mut signals = StopSignals::install()?;
     tracer::capabilities::require_tracing_privileges()?;
+    tracer::output::check_directory(&args.output)
+        .with_context(|| format!("--output {} cannot hold results.json", args.output.display()))?;
+    check_outputs(None, &args.export)?;
     let opts = SweepOptions {
         modes: args.modes,
         services: args.services,
@@ -86,13 +91,21 @@ pub async fn run(args: Args) -> Result<()> {
         seed: args.ruleset.seed,
         output: Some(args.output.clone()),
     };
-    let results = tracer::sweep::run(&opts, |line| eprintln!("sweep: {line}")).await?;
+    let results_file = args.output.join("results.json");
+    let results = match tracer::sweep::run(&opts, signals.received(), |line| eprintln!("sweep: {line}")).await? {
+        Outcome::Complete(results) => results,
+        Outcome::Interrupted { results, signal } => bail!(
+            "interrupted by {signal} after {} completed points; they are in {} (marked \"interrupted\": true)",
+            results.points.len(),
+            results_file.display()
+        ),
+    };
     let text = match args.format {
         Format::Table => report::sweep_table(&results),
-        Format::Json => serde_json::to_string_pretty(&results)? + "\n",
+        Format::Json => results.to_json()?,
     };
     write_output(&text, None)?;
-    eprintln!("sweep: results in {}", args.output.join("results.json").display());
+    eprintln!("sweep: results in {}", results_file.display());
     super::report::export_sweep(&results, &args.export)?;
     Ok(())
 }

@@ -9,10 +9,10 @@ use tracer::{
         Backend, SiteList, SITES,
     },
     report::{self, Collection, Format, TraceReport},
-    trace::{stop_signal, Session, SessionOptions},
+    trace::{Session, SessionOptions, StopSignals},
 };
 
-use super::{ifindex, netns_inode, parse_duration, write_output};
+use super::{check_outputs, ifindex, netns_inode, parse_duration, write_output};
 
 /// Attach to the live kernel and time real traffic.
 ///
@@ -28,7 +28,8 @@ pub struct Args {
     #[arg(long, short, value_parser = parse_duration)]
     duration: Option<Duration>,
     /// Probe sites, comma-separated (nf_hook_slow, ipt_do_table,
-    /// nft_do_chain, ip_vs_in, ip_vs_schedule, ip_vs_conn_in_get).
+    /// nft_do_chain, ip_vs_in, ip_vs_schedule, ip_vs_conn_in_get,
+    /// ip_vs_nat_xmit).
     /// Default: all but ip_vs_conn_in_get, skipping those whose module
     /// is not loaded. Named sites must all be available.
     #[arg(long)]
@@ -80,6 +81,10 @@ pub struct Args {
 const LONG_RUN: Duration = Duration::from_secs(60);
 
 pub async fn run(args: Args) -> Result<()> {
+    // Caught from here on: a signal during attach or calibration still
+    // ends in a report (of what was measured, possibly nothing).
+    let mut signals = StopSignals::install()?;
+    check_outputs(args.output.as_deref(), &args.export)?;
     let explicit = args.sites.is_some();
     let sites = args.sites.map_or_else(|| SITES.iter().filter(|s| s.default).collect(), |l| l.0);
     let interval = (!args.interval.is_zero()).then_some(args.interval);
@@ -114,7 +119,7 @@ pub async fn run(args: Args) -> Result<()> {
         );
     }
     session
-        .collect_until(stop_signal(args.duration), interval, |snapshot| {
+        .collect_until(signals.or_after(args.duration), interval, |snapshot| {
             eprint!("{}", report::table::render(snapshot));
         })
         .await?;

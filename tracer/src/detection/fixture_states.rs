@@ -8,7 +8,7 @@
 //! namespaces and stores what [`state::collect`] reads there. IPVS and
 //! dummy devices are missing on the capture host, so `ip_vs` and
 //! `kube-ipvs0.json` are written from the kernel's and iproute2's output
-//! formats instead (KUBE_PROXY_RULES.md §2.3).
+//! formats instead (docs/kube-proxy-rules.md#ipvs-worked-example).
 
 use std::{fmt::Write as _, path::PathBuf};
 
@@ -45,6 +45,24 @@ fn skip(test: &str, why: &str) {
 }
 
 // ---- Fixture states -------------------------------------------------------
+
+/// `iptables-nft` with one rule iptables 1.8.9 cannot represent (a
+/// `numgen` DNAT map added with `nft`, as a newer writer might leave):
+/// iptables-nft-save then prints no chain of the nat table at all. The
+/// captured output must not read as "0 services".
+#[test]
+fn a_table_iptables_nft_save_cannot_print_is_unreadable_not_empty() {
+    let f = fixture("iptables-nft-version-skew");
+    assert_eq!(f.unreadable.len(), 1, "{:?}", f.unreadable);
+    assert_eq!(f.unreadable[0].input, "iptables-nft rules");
+    assert!(f.unreadable[0].reason.contains("iptables-nft-save cannot print table(s) nat"), "{:?}", f.unreadable);
+    assert!(f.notes.iter().any(|n| n.starts_with("iptables-nft rules unreadable:")), "{:?}", f.notes);
+    for t in &f.services.iptables {
+        assert_eq!(t.unreadable_tables, ["nat"], "{t:?}");
+    }
+    // The readable fixture it was made from has none of this.
+    assert!(fixture("iptables-nft").unreadable.is_empty());
+}
 
 #[test]
 fn iptables_mode_on_the_nft_backend() {
@@ -318,7 +336,7 @@ fn fixture_cluster() -> Cluster {
     Cluster::new(ClusterSpec::new(3, 2)).unwrap()
 }
 
-/// kubelet's own chains (KUBE_PROXY_RULES.md §1.2), which stay whatever
+/// kubelet's own chains (docs/kube-proxy-rules.md#iptables-skeleton-chains), which stay whatever
 /// kube-proxy's mode.
 const KUBELET_CHAINS: &str = "\
 *mangle

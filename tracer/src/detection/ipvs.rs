@@ -1,4 +1,5 @@
-//! Reads IPVS mode's footprint (KUBE_PROXY_RULES.md §2, §4): the virtual
+//! Reads IPVS mode's footprint (docs/kube-proxy-rules.md#ipvs-mode,
+//! docs/kube-proxy-rules.md#reading-a-node): the virtual
 //! servers in `/proc/net/ip_vs`, the `kube-ipvs0` dummy device and its
 //! addresses (`ip -d -j addr show dev kube-ipvs0`), and kube-proxy's ipsets
 //! (`ipset list -n`, `ipset list -t KUBE-CLUSTER-IP`).
@@ -11,7 +12,7 @@ use serde_json::Value;
 /// The device kube-proxy binds every ClusterIP to in IPVS mode.
 pub const KUBE_IPVS0: &str = "kube-ipvs0";
 /// The ipset holding every `ClusterIP,proto:port`: the cleanest count of
-/// ClusterIP service ports in IPVS mode (§4).
+/// ClusterIP service ports in IPVS mode (docs/kube-proxy-rules.md#reading-a-node).
 pub const CLUSTER_IP_SET: &str = "KUBE-CLUSTER-IP";
 
 /// One IPVS virtual server from `/proc/net/ip_vs`.

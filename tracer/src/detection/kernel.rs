@@ -11,7 +11,7 @@
 //! program is loaded, which is why fentry can only be "likely".
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap},
+    collections::{BTreeMap, BTreeSet},
     fs,
     path::{Path, PathBuf},
 };
@@ -19,7 +19,10 @@ use std::{
 use serde::Serialize;
 
 use crate::{
-    capabilities::{btf::Btf, kernel_release, Kallsyms, SymbolHome},
+    capabilities::{
+        btf::Btf, kernel_release, tracefs_mount, Kallsyms, KprobeInterfaces, SymbolHome,
+        BRACKET_TRACEPOINTS,
+    },
     probes::{layout, Mechanism, ProbeSite, SITES},
 };
 
@@ -133,10 +136,6 @@ pub struct ProbeSiteReadiness {
     pub notes: Vec<String>,
 }
 
-/// Tracepoints of the bracket backend: (category, event).
-pub const BRACKET_TRACEPOINTS: [(&str, &str); 2] =
-    [("net", "netif_receive_skb"), ("fib", "fib_table_lookup")];
-
 /// Kernel symbols whose presence answers a question.
 mod symbols {
     /// Defined only with CONFIG_KPROBES.
@@ -153,52 +152,6 @@ mod symbols {
     pub const IPVS: &str = "ip_vs_schedule";
     pub const NF_TABLES: &str = "nft_do_chain";
     pub const IP_SET: &str = "ip_set_get_byname";
-}
-
-/// Symbols of every kind (text and data) with their module, for the names
-/// asked about. Data symbols appear only with CONFIG_KALLSYMS_ALL.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SymbolTable {
-    symbols: HashMap<String, Option<String>>,
-}
-
-impl SymbolTable {
-    pub fn parse(text: &str, wanted: &BTreeSet<String>) -> SymbolTable {
-        let mut symbols = HashMap::new();
-        for line in text.lines() {
-            let mut parts = line.split_whitespace();
-            let (Some(_), Some(_), Some(name)) = (parts.next(), parts.next(), parts.next()) else {
-                continue;
-            };
-            if wanted.contains(name) {
-                let module = parts
-                    .next()
-                    .map(|m| m.trim_matches(|c| c == '[' || c == ']').to_owned());
-                symbols.entry(name.to_owned()).or_insert(module);
-            }
-        }
-        SymbolTable { symbols }
-    }
-
-    pub fn has(&self, name: &str) -> bool {
-        self.symbols.contains_key(name)
-    }
-
-    /// Whether `name` is a loaded module's symbol (`Some(true)`), vmlinux's
-    /// (`Some(false)`), or absent.
-    pub fn in_module(&self, name: &str) -> Option<bool> {
-        self.symbols.get(name).map(Option::is_some)
-    }
-
-    #[cfg(test)]
-    pub fn from_pairs(pairs: &[(&str, Option<&str>)]) -> SymbolTable {
-        SymbolTable {
-            symbols: pairs
-                .iter()
-                .map(|(n, m)| ((*n).to_owned(), m.map(str::to_owned)))
-                .collect(),
-        }
-    }
 }
 
 fn tracepoint_symbols(event: &str) -> [String; 2] {
@@ -244,11 +197,9 @@ pub struct KernelInputs {
     /// Modules that publish BTF under `/sys/kernel/btf`.
     pub module_btf: Vec<String>,
     /// `None` when `/proc/kallsyms` could not be read.
-    pub symbols: Option<SymbolTable>,
-    /// `/sys/bus/event_source/devices/kprobe`: what perf-based kprobe attach uses.
-    pub kprobe_pmu: bool,
-    /// `kprobe_events` in a mounted tracefs.
-    pub kprobe_events: bool,
+    pub symbols: Option<Kallsyms>,
+    /// Where kprobes could be created: the facts attach decides from too.
+    pub kprobes: KprobeInterfaces,
     /// `kernel.ftrace_enabled` (`None`: no such sysctl, no function tracer).
     pub ftrace_enabled: Option<bool>,
     pub tracefs: Option<PathBuf>,
@@ -262,15 +213,6 @@ pub struct KernelInputs {
     pub ip_vs_module_file: Option<PathBuf>,
     /// `/sys/kernel/security/lockdown`'s active mode.
     pub lockdown: Option<String>,
-}
-
-/// The first mount point of a filesystem type, from `/proc/self/mounts`.
-fn mount_point(mounts: &str, fstype: &str) -> Option<PathBuf> {
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, dir, ty) = (f.next()?, f.next()?, f.next()?);
-        (ty == fstype).then(|| PathBuf::from(dir.replace("\\040", " ")))
-    })
 }
 
 fn find_module_file(release: &str, name: &str) -> Option<PathBuf> {
@@ -288,8 +230,7 @@ impl KernelInputs {
     /// text (read once by the caller and shared).
     pub fn gather(kallsyms: Option<&str>) -> KernelInputs {
         let release = kernel_release();
-        let mounts = fs::read_to_string("/proc/self/mounts").unwrap_or_default();
-        let tracefs = mount_point(&mounts, "tracefs").filter(|p| p.join("events").is_dir());
+        let tracefs = tracefs_mount();
         let mut tracepoint_ids = BTreeMap::new();
         if let Some(t) = &tracefs {
             for (category, event) in BRACKET_TRACEPOINTS {
@@ -309,11 +250,11 @@ impl KernelInputs {
         KernelInputs {
             vmlinux_btf: Path::new("/sys/kernel/btf/vmlinux").exists(),
             module_btf: Btf::module_names().unwrap_or_default(),
-            symbols: kallsyms.map(|text| SymbolTable::parse(text, &wanted_symbols())),
-            kprobe_pmu: Path::new("/sys/bus/event_source/devices/kprobe/type").exists(),
-            kprobe_events: tracefs
-                .as_ref()
-                .is_some_and(|t| t.join("kprobe_events").exists()),
+            symbols: kallsyms.map(|text| {
+                let wanted = wanted_symbols();
+                Kallsyms::parse(text, &wanted.iter().map(String::as_str).collect::<Vec<_>>())
+            }),
+            kprobes: KprobeInterfaces::read(tracefs.as_deref()),
             ftrace_enabled: fs::read_to_string("/proc/sys/kernel/ftrace_enabled")
                 .ok()
                 .map(|s| s.trim() != "0"),
@@ -380,15 +321,18 @@ impl KernelInputs {
         Capability::new(Support::Yes, format!("/sys/kernel/btf/vmlinux; {modules}"))
     }
 
+    /// Whether kprobes are usable is [`KprobeInterfaces::usable`], the
+    /// decision attach makes; the symbol only words why not.
     fn kprobes(&self) -> Capability {
-        if self.kprobe_pmu {
+        if self.kprobes.usable() {
             return Capability::new(
                 Support::Yes,
-                "kprobe PMU (/sys/bus/event_source/devices/kprobe)",
+                if self.kprobes.pmu {
+                    "kprobe PMU (/sys/bus/event_source/devices/kprobe)"
+                } else {
+                    "kprobe_events in tracefs"
+                },
             );
-        }
-        if self.kprobe_events {
-            return Capability::new(Support::Yes, "kprobe_events in tracefs");
         }
         match self.has(symbols::KPROBES) {
             Some(false) => Capability::new(
@@ -595,22 +539,17 @@ pub fn probe_sites(
         .collect()
 }
 
-/// The live version of [`probe_sites`]: kallsyms text from the caller,
-/// BTF from `/sys/kernel/btf`.
+/// The live version of [`probe_sites`]: the symbols [`KernelInputs`] read
+/// (`None`: kallsyms unreadable, so no site resolves), BTF from
+/// `/sys/kernel/btf`.
 pub fn probe_sites_live(
-    kallsyms_text: Option<&str>,
+    kallsyms: Option<&Kallsyms>,
     caps: &KernelCapabilities,
 ) -> Vec<ProbeSiteReadiness> {
-    let wanted: Vec<&str> = SITES
-        .iter()
-        .flat_map(|s| s.symbols.iter().copied())
-        .collect();
-    let kallsyms = kallsyms_text
-        .map(|t| Kallsyms::parse(t, &wanted))
-        .unwrap_or_default();
+    let unreadable = Kallsyms::default();
     let vmlinux = Btf::vmlinux().ok();
     probe_sites(
-        &kallsyms,
+        kallsyms.unwrap_or(&unreadable),
         caps,
         |m| Path::new("/sys/module").join(m).exists(),
         |site, symbol, home| check_layout(site, symbol, home, vmlinux.as_ref()),
@@ -627,7 +566,7 @@ mod tests {
         KernelInputs {
             release: "6.18.0-test".into(),
             vmlinux_btf: true,
-            symbols: Some(SymbolTable::from_pairs(&[
+            symbols: Some(Kallsyms::from_functions(&[
                 ("bpf_trampoline_link_prog", None),
                 ("register_ftrace_direct", None),
                 ("bpf_get_raw_tracepoint", None),
@@ -670,11 +609,11 @@ mod tests {
     #[test]
     fn vm_like_kernel_with_kprobes_and_ipvs_module() {
         let mut k = host_like();
-        k.kprobe_pmu = true;
+        k.kprobes.pmu = true;
         k.ip_vs_module = true;
         k.tracefs = Some("/sys/kernel/tracing".into());
         k.tracepoint_ids.insert("netif_receive_skb".into(), 1234);
-        k.symbols = Some(SymbolTable::from_pairs(&[
+        k.symbols = Some(Kallsyms::from_functions(&[
             ("register_kprobe", None),
             ("ip_vs_schedule", Some("ip_vs")),
         ]));
@@ -693,7 +632,7 @@ mod tests {
     #[test]
     fn old_kernel_without_traceiter_or_tracefs_is_unknown_not_absent() {
         let mut k = host_like();
-        k.symbols = Some(SymbolTable::default());
+        k.symbols = Some(Kallsyms::default());
         let caps = k.assess();
         assert_eq!(
             caps.tracepoints.netif_receive_skb.exists.support,
@@ -703,6 +642,14 @@ mod tests {
         k.vmlinux_btf = false;
         assert_eq!(k.assess().fentry.support, Support::No);
         assert_eq!(k.assess().btf.support, Support::No);
+    }
+
+    /// On this machine, `detect` says kprobes exist exactly when `attach`
+    /// would try them.
+    #[test]
+    fn detect_and_attach_agree_on_kprobes_here() {
+        let detect = KernelInputs::gather(None).assess().kprobes.support == Support::Yes;
+        assert_eq!(detect, crate::capabilities::KernelFeatures::probe().kprobes);
     }
 
     #[test]
@@ -746,7 +693,7 @@ mod tests {
         );
         // With kprobes, module functions get kprobes.
         let mut vm = host_like();
-        vm.kprobe_pmu = true;
+        vm.kprobes.pmu = true;
         let sites = probe_sites(&kallsyms, &vm.assess(), |_| false, ok);
         let ipt = sites.iter().find(|s| s.site == "ipt_do_table").unwrap();
         assert_eq!(ipt.mechanism_expected, Some(Mechanism::Kprobe));

@@ -8,7 +8,7 @@
 //! * [`detect`] does both on the live node; [`table`] renders the result.
 //!
 //! kube-proxy's mode comes from its `/proxyMode` answer when it gives one,
-//! otherwise from the state its modes leave (KUBE_PROXY_RULES.md §4):
+//! otherwise from the state its modes leave (docs/kube-proxy-rules.md#reading-a-node):
 //! nftables mode deletes the iptables and IPVS state at startup and the
 //! other two delete the `kube-proxy` nftables table, so a `kube-proxy`
 //! table wins; between iptables and IPVS, whichever rewrote nat
@@ -60,8 +60,22 @@ pub struct NodeFindings {
     pub services: ServiceCounts,
     /// State of a mode other than the active one.
     pub leftovers: Vec<Leftover>,
+    /// Inputs that could not be read (tool failed or missing, permission
+    /// denied, or output this version cannot parse): whatever they would
+    /// have counted is unknown, not 0. Each also has a note.
+    pub unreadable: Vec<UnreadableInput>,
     /// What could not be read, and oddities worth a look.
     pub notes: Vec<String>,
+}
+
+/// One input of the detection that could not be read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct UnreadableInput {
+    /// What it would have told: `iptables-legacy rules`, `iptables-nft
+    /// rules`, `nftables state`, `IPVS virtual servers`, `kube-ipvs0`,
+    /// `ipsets`.
+    pub input: &'static str,
+    pub reason: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -93,7 +107,7 @@ pub struct ProxyModeFinding {
     pub evidence: Vec<String>,
 }
 
-/// An iptables backend (KUBE_PROXY_RULES.md §1.8).
+/// An iptables backend (docs/kube-proxy-rules.md#iptables-backends).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IptablesFlavour {
@@ -168,6 +182,9 @@ pub struct IptablesServices {
     pub backend: IptablesFlavour,
     #[serde(flatten)]
     pub rules: KubeIptables,
+    /// Tables this backend's save tool could not print (version skew):
+    /// when not empty, the counts above miss those tables' chains.
+    pub unreadable_tables: Vec<String>,
 }
 
 /// IPVS mode's objects.
@@ -211,6 +228,7 @@ struct Seen {
     kube_ipvs0: Option<DummyDevice>,
     ipsets: Vec<String>,
     cluster_ip_entries: Option<usize>,
+    unreadable: Vec<UnreadableInput>,
     notes: Vec<String>,
 }
 
@@ -231,6 +249,7 @@ fn lines_of(input: &Input) -> Option<Vec<String>> {
 impl Seen {
     fn read(state: &NodeState) -> Seen {
         let mut notes = Vec::new();
+        let mut unreadable = Vec::new();
         let unknown = [
             ("iptables-legacy rules", &state.iptables_legacy_save),
             ("iptables-nft rules", &state.iptables_nft_save),
@@ -242,12 +261,29 @@ impl Seen {
         for (what, input) in unknown {
             if let Some(why) = input.unknown() {
                 notes.push(format!("{what} unknown: {why}"));
+                unreadable.push(UnreadableInput { input: what, reason: why.to_owned() });
             }
+        }
+        let legacy = state.iptables_legacy_save.text().map(IptablesDump::parse);
+        let nft = state.iptables_nft_save.text().map(IptablesDump::parse);
+        for (what, tool, dump) in [
+            ("iptables-legacy rules", "iptables-legacy-save", &legacy),
+            ("iptables-nft rules", "iptables-nft-save", &nft),
+        ] {
+            let Some(dump) = dump.as_ref().filter(|d| !d.complete()) else { continue };
+            let reason = format!(
+                "{tool} cannot print table(s) {} (rules written by nft or by a newer iptables than this one): \
+                 their service counts are unknown",
+                dump.unreadable_tables.join(", ")
+            );
+            notes.push(format!("{what} unreadable: {reason}"));
+            unreadable.push(UnreadableInput { input: what, reason });
         }
         let nft_objects = match state.nft.text().map(NftObjects::parse_lines) {
             Some(Ok(o)) => o,
             Some(Err(e)) => {
                 notes.push(format!("nftables state unreadable: {e}"));
+                unreadable.push(UnreadableInput { input: "nftables state", reason: e.to_string() });
                 NftObjects::default()
             }
             None => NftObjects::default(),
@@ -259,8 +295,8 @@ impl Seen {
             .collect();
         let kube_ipvs0 = state.kube_ipvs0.text().and_then(ipvs::parse_kube_ipvs0);
         Seen {
-            legacy: state.iptables_legacy_save.text().map(IptablesDump::parse),
-            nft: state.iptables_nft_save.text().map(IptablesDump::parse),
+            legacy,
+            nft,
             nft_objects,
             nft_tables,
             virtual_servers: state.ip_vs.text().map(ipvs::parse_proc_ip_vs),
@@ -274,6 +310,7 @@ impl Seen {
                 .ipset_cluster_ip
                 .text()
                 .and_then(ipvs::parse_ipset_entries),
+            unreadable,
             notes,
         }
     }
@@ -302,7 +339,7 @@ impl Seen {
         self.kube_ipvs0.is_some() || self.virtual_server_count() > 0 || !self.ipsets.is_empty()
     }
 
-    /// iptables-wrapper's choice (KUBE_PROXY_RULES.md §4): nft if nft's
+    /// iptables-wrapper's choice (docs/kube-proxy-rules.md#reading-a-node): nft if nft's
     /// mangle table has kubelet's hint or canary, else legacy if any legacy
     /// table has one, else nft.
     fn wrapper_choice(&self) -> (IptablesFlavour, String) {
@@ -471,6 +508,7 @@ pub fn analyse(state: &NodeState) -> NodeFindings {
             .map(|(b, k)| IptablesServices {
                 backend: *b,
                 rules: k.clone(),
+                unreadable_tables: seen.dump(*b).map(|d| d.unreadable_tables.clone()).unwrap_or_default(),
             })
             .collect(),
         ipvs: seen.has_ipvs_objects().then(|| IpvsServices {
@@ -528,6 +566,7 @@ pub fn analyse(state: &NodeState) -> NodeFindings {
         },
         services,
         leftovers,
+        unreadable: seen.unreadable.clone(),
         notes,
     }
 }
@@ -664,7 +703,7 @@ pub fn detect_with(options: &CollectOptions) -> Result<Detection> {
             "kernel lockdown is '{mode}': BPF programs cannot read kernel memory"
         ));
     }
-    let probe_sites = kernel::probe_sites_live(kallsyms.as_deref(), &kernel);
+    let probe_sites = kernel::probe_sites_live(inputs.symbols.as_ref(), &kernel);
     Ok(Detection {
         schema_version: DETECT_SCHEMA_VERSION,
         node,

@@ -1,7 +1,8 @@
 //! Reads `nft -j list ...` output and counts kube-proxy's nftables-mode
 //! objects: the `kube-proxy` table per family, its `service-*` and
 //! `endpoint-*` chains, and the elements of `service-ips` and `cluster-ips`
-//! (KUBE_PROXY_RULES.md §3, §4).
+//! (docs/kube-proxy-rules.md#nftables-mode,
+//! docs/kube-proxy-rules.md#reading-a-node).
 //!
 //! Several documents (one per `nft -j` command) are merged, so the live
 //! side can ask for little (`list tables`, `list chains`, two sets) instead
@@ -151,7 +152,8 @@ impl NftObjects {
 }
 
 /// `service-ULMVA6XW-ns1/svc1/tcp/p80`: the prefix, 8 base32 characters of
-/// the name's hash, a dash (§3.1). The fixed `service-endpoints-check` chain
+/// the name's hash, a dash
+/// (docs/kube-proxy-rules.md#nftables-chain-names). The fixed `service-endpoints-check` chain
 /// shares the prefix but not the shape.
 fn is_hashed_chain(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix).is_some_and(|rest| {

@@ -1,6 +1,6 @@
 //! Asks kube-proxy which mode it runs: `GET /proxyMode` on its metrics
 //! server (default `127.0.0.1:10249`), which answers the mode as plain
-//! text (KUBE_PROXY_RULES.md §4). A plain HTTP/1.0 request over a
+//! text (docs/kube-proxy-rules.md#reading-a-node). A plain HTTP/1.0 request over a
 //! `TcpStream` with short timeouts: a node without kube-proxy must not slow
 //! `detect` down.
 

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use super::{Confidence, Detection, ModeSource, NodeFindings};
 use crate::{
     detection::kernel::{Capability, ModuleState, ProbeSiteReadiness},
-    report::table::columns,
+    text::columns,
 };
 
 fn opt(n: Option<usize>) -> String {

@@ -10,7 +10,7 @@ use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::{Context as _, Result};
 use tokio::{net::TcpListener, sync::watch};
-use super::{http, node, CostMetrics, ProbeRun};
+use super::{health::Health, http, node, CostMetrics, ProbeRun};
 use crate::{
     detection::CollectOptions,
     probes::attach::{AttachRequest, SiteStatus},
@@ -41,7 +41,16 @@ pub struct ServeSummary {
 
 /// Binds `addr` first, so a taken port fails before anything is loaded.
 pub async fn bind(addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("failed to listen on {addr}"))
+    TcpListener::bind(addr).await.map_err(|e| {
+        // The common mistake (a second serve, or another exporter on the
+        // port) gets a hint; every other cause keeps the OS's words.
+        let hint = if e.kind() == std::io::ErrorKind::AddrInUse {
+            ": the port is taken (another pathcost serve, or another program); pick another with --listen"
+        } else {
+            ""
+        };
+        anyhow::anyhow!("cannot listen on {addr}: {e}{hint}")
+    })
 }
 
 /// Serves metrics on `listener` until `stop` completes, then detaches.
@@ -53,6 +62,13 @@ pub async fn serve(
     on_attached: impl FnOnce(&[SiteStatus]),
 ) -> Result<ServeSummary> {
     let node = Arc::new(node::NodeSlot::default());
+    let health = Arc::new(Health::new(Arc::clone(&node), opts.refresh));
+    // Answer health checks at once: while attaching (and calibrating,
+    // seconds on a slow node) they say so with a 503, which the kubelet's
+    // start-up probe waits through.
+    let endpoints = Arc::new(http::Endpoints::new(Arc::clone(&health)));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let server = tokio::spawn(http::serve(listener, Arc::clone(&endpoints), shutdown_rx));
     // Detection runs beside attaching; its first answer usually lands
     // before the first scrape.
     let refresher = node::Refresher::spawn(Arc::clone(&node), opts.detection.clone(), opts.refresh)
@@ -65,13 +81,24 @@ pub async fn serve(
         tokio::task::spawn_blocking(move || LiveProbes::start(&opts.request, opts.calibrate))
     };
     tokio::pin!(stop);
-    let live = tokio::select! {
-        started = attaching => started.context("the attaching thread failed")??,
-        () = &mut stop => return Ok(ServeSummary { events: 0, sites: Vec::new() }),
+    // `None`: stopped before the probes were attached.
+    let started = tokio::select! {
+        started = attaching => Some(started.context("the attaching thread failed").and_then(|s| s)),
+        () = &mut stop => None,
+    };
+    let live = match started {
+        Some(Ok(live)) => live,
+        stopped_or_failed => {
+            let _ = shutdown.send(true);
+            let _ = server.await;
+            return match stopped_or_failed {
+                Some(Err(e)) => Err(e),
+                _ => Ok(ServeSummary { events: 0, sites: Vec::new() }),
+            };
+        }
     };
     let LiveProbes { probes, maps, mut events, aggregating, corrections } = live;
     let sites = probes.sites.clone();
-    on_attached(&sites);
     let run = ProbeRun {
         kernel: probes.kernel.release.clone(),
         sites: sites.clone(),
@@ -80,9 +107,13 @@ pub async fn serve(
         aggregating,
     };
     let metrics = Arc::new(CostMetrics::new(run, Box::new(maps), node));
-
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let server = tokio::spawn(http::serve(listener, Arc::clone(&metrics), shutdown_rx));
+    endpoints.set_metrics(Arc::clone(&metrics));
+    // Healthy from here: the reader loop starts below, and its first poll
+    // is due within milliseconds. Before `on_attached`, so whoever learns
+    // of the attachment from it finds /healthz already saying so.
+    health.set_attached(&sites);
+    health.reader_polled();
+    on_attached(&sites);
 
     let mut received = 0u64;
     let collected: Result<()> = loop {
@@ -94,6 +125,8 @@ pub async fn serve(
                 if let Err(e) = batch {
                     break Err(e.context("reading the probes' ring buffer"));
                 }
+                // Every poll, events or not: /healthz's "ring reader".
+                health.reader_polled();
                 metrics.set_undecodable(events.undecodable);
             }
             () = &mut stop => break Ok(()),

@@ -7,9 +7,11 @@
 //! (`scrape`), so every scrape shows the counters as they are.
 //!
 //! [`live`] runs it all (attach, collect, refresh, shut down); [`http`]
-//! answers scrapes; [`node`] turns a detection into labels and counts.
+//! answers scrapes and health checks; [`health`] judges `/healthz` and
+//! `/readyz`; [`node`] turns a detection into labels and counts.
 //! Every metric is named and explained in the README ("Running on a node").
 
+pub mod health;
 pub mod http;
 pub mod live;
 pub mod node;
@@ -46,6 +48,21 @@ pub const BUCKET_BOUNDS_NS: [u64; 20] = {
     }
     bounds
 };
+
+/// Most per-call rows (site, hook, table, chain, IPVS verdict) `serve`
+/// keeps, and so most series in each `pathcost_call_*` family (rows that
+/// differ only by verdict share one series). The labels come from the
+/// node: nf_tables table and base-chain names are whatever its rulesets
+/// declare, so without a cap a node that creates tables (firewalld, a CNI,
+/// a misbehaving controller) would grow pathcost's memory and every
+/// scrape without bound. A kube-proxy node has a few dozen rows (about 10
+/// sites × 5 hooks, a handful of tables and base chains); 256 leaves room
+/// for other rulesets while bounding a scrape to about 256 × 4 histograms
+/// × 22 lines. Calls of a row beyond the cap are counted in
+/// `pathcost_events_lost_total{reason="series_over_cap"}` and still go
+/// into the per-packet totals and the kernel's own histograms, whose
+/// labels are fixed.
+pub const MAX_CALL_SERIES: usize = 256;
 
 /// Nanoseconds to the seconds Prometheus wants (base units). Dividing the
 /// integer keeps bounds such as 1.6e-6 exact in the exposition.
@@ -216,6 +233,7 @@ impl CostMetrics {
             kernel_release: run.kernel,
             counters,
             undecodable: AtomicU64::new(0),
+            series_over_cap: AtomicU64::new(0),
             packets: Mutex::new(PacketTotals::default()),
             packet_source: scrape::packet_source(&mechanisms),
             self_cost: run.corrections.costs.clone(),
@@ -257,8 +275,13 @@ impl CostMetrics {
             c.exclusive(call.site, call.self_ns, call.children),
         ];
         self.state.packets.lock().unwrap_or_else(PoisonError::into_inner).record(call, c);
+        let key = SiteKey::of(call);
         let mut rows = self.rows.lock().unwrap_or_else(PoisonError::into_inner);
-        let row = rows.entry(SiteKey::of(call)).or_insert_with_key(|key| {
+        if rows.len() >= MAX_CALL_SERIES && !rows.contains_key(&key) {
+            self.state.series_over_cap.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return;
+        }
+        let row = rows.entry(key).or_insert_with_key(|key| {
             let labels = CallLabels {
                 site: key.site_name(),
                 hook: key.hook.map_or("-", hook_name),

@@ -6,7 +6,7 @@
 use std::{
     sync::{mpsc, Arc, PoisonError, RwLock},
     thread,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use crate::detection::{self, Backends, CollectOptions, Detection, IptablesFlavour, KubeProxyMode, NodeFindings};
@@ -40,6 +40,9 @@ pub struct NodeFacts {
     /// `iptables-nft`, `both`), or `none`.
     pub iptables_backend: String,
     pub counts: Vec<ServiceCount>,
+    /// Inputs detection could not read (`detect`'s `unreadable`): their
+    /// counts are missing from `counts` rather than reported as 0.
+    pub unreadable: Vec<&'static str>,
 }
 
 impl NodeFacts {
@@ -59,7 +62,9 @@ impl NodeFacts {
         for t in &n.services.iptables {
             // IPVS mode's iptables rules have no per-service chains: only
             // iptables mode's state counts services here.
-            if t.rules.service_ports == 0 && t.rules.endpoint_chains == 0 {
+            // A backend whose save tool could not print a table counts
+            // nothing there: unknown, not 0 (pathcost_detection_unreadable_inputs).
+            if (t.rules.service_ports == 0 && t.rules.endpoint_chains == 0) || !t.unreadable_tables.is_empty() {
                 continue;
             }
             counts.push(ServiceCount {
@@ -101,6 +106,7 @@ impl NodeFacts {
             },
             iptables_backend,
             counts,
+            unreadable: n.unreadable.iter().map(|u| u.input).collect(),
         }
     }
 }
@@ -119,15 +125,31 @@ pub struct NodeSnapshot {
     pub runs_ok: u64,
     pub runs_failed: u64,
     pub last_success_unix: Option<f64>,
+    /// When the last run completed (any outcome) and last succeeded, on
+    /// the monotonic clock the health checks measure ages with.
+    pub last_run: Option<Instant>,
+    pub last_success: Option<Instant>,
 }
 
 impl NodeSlot {
     pub fn update(&self, result: anyhow::Result<Detection>) {
         let mut s = self.inner.write().unwrap_or_else(PoisonError::into_inner);
+        let now = Instant::now();
+        s.last_run = Some(now);
         match result {
             Ok(d) => {
-                s.facts = Some(NodeFacts::of(&d.node));
+                let facts = NodeFacts::of(&d.node);
+                // Said once per change, not every --refresh: a node that
+                // keeps its version skew keeps its metric.
+                let before = s.facts.as_ref().map(|f| f.unreadable.as_slice()).unwrap_or_default();
+                if facts.unreadable != before {
+                    for u in &d.node.unreadable {
+                        log::warn!("node detection cannot read {}: {}", u.input, u.reason);
+                    }
+                }
+                s.facts = Some(facts);
                 s.runs_ok += 1;
+                s.last_success = Some(now);
                 s.last_success_unix = SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|t| t.as_secs_f64());
             }
             Err(e) => {
@@ -206,6 +228,14 @@ mod tests {
         assert_eq!(facts.kube_proxy_mode, "none");
         assert_eq!(facts.iptables_backend, "none");
         assert!(facts.counts.is_empty());
+    }
+
+    #[test]
+    fn an_unreadable_table_is_exported_as_unreadable_not_as_zero_services() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/detection/fixtures/iptables-nft-version-skew");
+        let facts = NodeFacts::of(&analyse(&NodeState::load_dir(&dir).unwrap()));
+        assert_eq!(facts.unreadable, ["iptables-nft rules"], "{facts:?}");
+        assert!(facts.counts.iter().all(|c| c.source != "iptables-nft"), "no iptables-nft count at all: {facts:?}");
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub(super) struct ScrapeState {
     pub kernel_release: String,
     pub counters: Box<dyn KernelCounters>,
     pub undecodable: AtomicU64,
+    /// Calls left out of the per-call histograms because their row would
+    /// have passed [`super::MAX_CALL_SERIES`].
+    pub series_over_cap: AtomicU64,
     pub packets: Mutex<PacketTotals>,
     /// (site, mechanism) whose calls make the per-packet totals, if any
     /// such site is attached.
@@ -217,12 +220,14 @@ impl ScrapeState {
             ("undecodable_events", l.undecodable_events),
             ("brackets_unclosed", l.brackets_unclosed),
             ("aggregate_overflows", l.aggregate_overflows),
+            ("transits_unclosed", l.transits_unclosed),
+            ("series_over_cap", self.series_over_cap.load(std::sync::atomic::Ordering::Relaxed)),
         ] {
             counter(&mut m, &[("reason", reason)], v)?;
         }
         let mut m = enc.encode_descriptor(
             "pathcost_probe_events",
-            "Probe bookkeeping counted in the kernel: entries seen, entry/exit pairs matched, brackets opened and closed",
+            "Probe bookkeeping counted in the kernel: entries seen, entry/exit pairs matched, brackets and transits opened and closed",
             None,
             MetricType::Counter,
         )?;
@@ -231,6 +236,8 @@ impl ScrapeState {
             ("matched", l.matched),
             ("brackets_opened", l.brackets_opened),
             ("brackets_closed", l.brackets_closed),
+            ("transits_opened", l.transits_opened),
+            ("transits_closed", l.transits_closed),
         ] {
             counter(&mut m, &[("kind", kind)], v)?;
         }
@@ -360,6 +367,15 @@ impl ScrapeState {
                 ];
                 gauge(&mut m, &labels, v as f64)?;
             }
+        }
+        let mut m = enc.encode_descriptor(
+            "pathcost_detection_unreadable_inputs",
+            "Inputs the last detection could not read (1 each; tool failed, permission denied, or output this version cannot parse): their service counts are unknown, not 0",
+            None,
+            MetricType::Gauge,
+        )?;
+        for input in node.facts.iter().flat_map(|f| &f.unreadable) {
+            gauge(&mut m, &[("input", *input)], 1.0)?;
         }
         let mut m = enc.encode_descriptor(
             "pathcost_detection_runs",

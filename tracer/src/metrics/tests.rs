@@ -161,6 +161,7 @@ fn kernel_histograms_losses_probes_and_self_cost_are_read_at_scrape_time() {
         ("brackets_unclosed", 0.0),
         ("orphaned_frames", 0.0),
         ("depth_overflows", 0.0),
+        ("series_over_cap", 0.0),
     ] {
         assert_eq!(s[&("pathcost_events_lost_total".into(), labels(&[("reason", reason)]))], v, "{reason}");
     }
@@ -227,4 +228,34 @@ fn transits_have_their_own_histogram_and_stay_out_of_the_calls() {
         !s.keys().any(|(name, l)| name.starts_with("pathcost_call_") && l.get("site").is_some_and(|v| v == "transit")),
         "a transit is not a probed call"
     );
+}
+
+#[test]
+fn per_call_series_stop_at_the_cap_and_the_rest_is_counted() {
+    let m = metrics(None);
+    // Every chain name is a new row, as a node whose rulesets keep adding
+    // nf_tables base chains would make.
+    let over = 40;
+    for i in 0..MAX_CALL_SERIES + over {
+        m.record(&call(SiteId::NftDoChain, 0, &format!("chain-{i}"), "churn", 0, 1, 500));
+    }
+    // A row that exists before the cap keeps counting after it.
+    m.record(&call(SiteId::NftDoChain, 0, "chain-0", "churn", 0, 1, 500));
+    // A new row past the cap is dropped again, every call of it counted.
+    m.record(&call(SiteId::IptDoTable, 0, "nat", "", 0, 1, 150));
+    m.record(&call(SiteId::IptDoTable, 0, "nat", "", 0, 1, 150));
+    let s = parse(&m.encode(Exposition::Prometheus));
+    for (family, _) in CALL_HISTOGRAMS {
+        let count = format!("{family}_seconds_count");
+        let series = s.keys().filter(|(name, _)| *name == count).count();
+        assert_eq!(series, MAX_CALL_SERIES, "{family}");
+    }
+    let first = [("site", "nft_do_chain"), ("hook", "PRE_ROUTING"), ("table", "churn"), ("chain", "chain-0"), ("mechanism", "kprobe")];
+    assert_eq!(s[&("pathcost_call_duration_seconds_count".into(), labels(&first))], 2.0);
+    let dropped = |(name, l): &(String, BTreeMap<String, String>)| {
+        name == "pathcost_call_duration_seconds_count" && l.get("site").is_some_and(|v| v == "ipt_do_table")
+    };
+    assert!(!s.keys().any(dropped), "a row past the cap became a series");
+    let lost = s[&("pathcost_events_lost_total".into(), labels(&[("reason", "series_over_cap")]))];
+    assert_eq!(lost, (over + 2) as f64);
 }

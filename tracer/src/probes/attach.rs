@@ -183,10 +183,15 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::
     ebpf.program_mut(name).ok_or_else(|| anyhow!("program {name} missing from the eBPF object"))
 }
 
-/// Exit first: a call already running when its entry probe arrives would
-/// otherwise leave a frame whose exit never comes.
+/// Entry first, then exit. Probes on one address share an aggregated
+/// kprobe whose handlers run newest first: with the kretprobe attached last,
+/// its setup (taking a return instance) runs before the entry program takes
+/// its start time instead of inside every measured span (4.5 µs a call
+/// under TCG, measured against bpftrace). A call that enters between the
+/// two attachments leaves a frame whose exit never comes; `attach` clears
+/// the call stacks once everything is attached.
 fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str, flavour: Flavour) -> Result<()> {
-    for prefix in ["kretprobe", "kprobe"] {
+    for prefix in ["kprobe", "kretprobe"] {
         let prog: &mut KProbe = program(ebpf, &program_name(prefix, site, flavour))?.try_into()?;
         // The floor's kprobes are one program for every function: load once.
         if prog.fd().is_err() {
@@ -194,6 +199,18 @@ fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str, flavour: Flavo
         }
         prog.attach(symbol, 0).with_context(|| format!("attaching {prefix} to {symbol}"))?;
     }
+    Ok(())
+}
+
+/// Empties every CPU's call stack: frames pushed while the probes were being
+/// attached (an entry whose exit probe was not there yet) would otherwise
+/// sit at the bottom of a stack for good. A call in flight now ends as one
+/// counted unmatched exit; the stack's entry and match counts start here.
+pub fn clear_call_stacks(ebpf: &mut Ebpf) -> Result<()> {
+    let map = ebpf.map_mut("CALL_STACK").context("no CALL_STACK map")?;
+    let mut stacks: aya::maps::PerCpuArray<_, tracer_ebpf::CallStack> = aya::maps::PerCpuArray::try_from(map)?;
+    let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting possible CPUs: {e}"))?;
+    stacks.set(0, aya::maps::PerCpuValues::try_from(vec![tracer_ebpf::CallStack::EMPTY; cpus])?, 0)?;
     Ok(())
 }
 
@@ -408,6 +425,7 @@ pub fn attach(req: &AttachRequest) -> Result<AttachedProbes> {
         );
         bail!(msg);
     }
+    clear_call_stacks(&mut ebpf)?;
     statuses.sort_by_key(|s| ProbeSite::by_name(s.site).map(|p| p.id));
     Ok(AttachedProbes { ebpf, log, sites: statuses, kernel, run_stats })
 }

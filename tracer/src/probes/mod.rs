@@ -190,6 +190,16 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The name `--backend` takes and serde writes (results' `settings`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Auto => "auto",
+            Backend::Fentry => "fentry",
+            Backend::Kprobe => "kprobe",
+            Backend::Bracket => "bracket",
+        }
+    }
+
     pub fn ladder(self) -> &'static [Mechanism] {
         match self {
             Backend::Auto => &[Mechanism::Fentry, Mechanism::Kprobe],

@@ -11,36 +11,12 @@ use serde::Serialize;
 use crate::{
     collection::{calibration::SelfCost, runtime::PairRunTime, KernelHistogram, Losses},
     probes::{attach::SiteStatus, hook_name},
+    results::SiteRow,
     statistics::{packets::PacketTotals, CallStatistics, Summary},
 };
 
 /// Bumped whenever a field changes meaning or is removed.
 pub const TRACE_SCHEMA_VERSION: u32 = 1;
-
-/// One row: a site at one hook in one table or chain.
-#[derive(Clone, Debug, Serialize)]
-pub struct SiteRow {
-    pub site: &'static str,
-    /// Netfilter hook name (`PRE_ROUTING`, ...), `-` when the call has none.
-    pub hook: &'static str,
-    /// iptables table or nf_tables table.
-    pub table: String,
-    /// nf_tables chain; empty otherwise.
-    pub chain: String,
-    /// IPVS input hook verdict (STOLEN: IPVS took the packet; ACCEPT: not
-    /// IPVS traffic); empty for other sites.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub verdict: String,
-    /// Inclusive time, raw.
-    #[serde(flatten)]
-    pub inclusive: Summary,
-    /// Exclusive (self) time: minus nested probed calls.
-    pub exclusive: Summary,
-    /// Inclusive time with the probes' own cost removed.
-    pub inclusive_corrected: Summary,
-    /// Self time with the probes' own cost removed.
-    pub exclusive_corrected: Summary,
-}
 
 /// The in-kernel count for a site and hook: complete even when the ring
 /// buffer dropped events.
@@ -117,8 +93,8 @@ impl TraceReport {
             .rows
             .iter()
             .map(|(key, d)| SiteRow {
-                site: key.site_name(),
-                hook: key.hook.map_or("-", hook_name),
+                site: key.site_name().to_owned(),
+                hook: key.hook.map_or("-", hook_name).to_owned(),
                 table: key.table.clone(),
                 chain: key.chain.clone(),
                 verdict: key.verdict.to_owned(),

@@ -1,30 +1,10 @@
-//! Plain-text rendering of a trace report for a terminal.
+//! Plain-text rendering for a terminal: a trace report, and the table a
+//! sweep ends with.
 
 use std::fmt::Write as _;
 
 use super::TraceReport;
-
-/// Renders `rows` as left-aligned columns under `header`.
-pub fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    let line = |out: &mut String, cells: &mut dyn Iterator<Item = &str>| {
-        let parts: Vec<String> =
-            cells.zip(&widths).map(|(c, w)| format!("{c:<w$}", w = *w)).collect();
-        out.push_str(parts.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(&mut out, &mut header.iter().copied());
-    for row in rows {
-        line(&mut out, &mut row.iter().map(String::as_str));
-    }
-    out
-}
+use crate::{results::Results, text::columns};
 
 pub fn render(r: &TraceReport) -> String {
     let mut out = String::new();
@@ -146,7 +126,7 @@ pub fn render(r: &TraceReport) -> String {
 }
 
 /// The sweep's closing table: one line per (mode, N).
-pub fn sweep_table(r: &crate::sweep::results::SweepResults) -> String {
+pub fn sweep_table(r: &Results) -> String {
     let mut out = format!("pathcost sweep: kernel {}, {} points\n", r.kernel, r.points.len());
     for s in &r.skipped {
         let _ = writeln!(out, "skipped {}: {}", s.mode, s.reason);

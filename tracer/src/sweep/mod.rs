@@ -4,9 +4,8 @@
 //! the function probes), and record cost against N. Each point's result is
 //! written as soon as it exists, so a later failure loses nothing.
 
-pub mod results;
-
 use std::{
+    future::Future,
     net::SocketAddrV4,
     path::{Path, PathBuf},
     time::Duration,
@@ -16,12 +15,12 @@ use anyhow::{bail, Context as _, Result};
 
 use tracer_ebpf::SiteId;
 
-use self::results::{LookupFigure, Point, Skipped, SweepResults, SweepSettings, TrafficCounts, SCHEMA_VERSION};
 use crate::{
     capabilities::kernel_release,
     collection::{calibration::Corrections, Call},
     probes::{attach::AttachRequest, Backend, ProbeSite, SITES},
     report::TraceReport,
+    results::{LookupFigure, Point, Results, Settings, Skipped, TrafficCounts, SCHEMA_VERSION},
     statistics::{new_histogram, packets::PacketTotals, Summary},
     synthesis::{
         cluster::{Cluster, ClusterSpec, MissTarget, Protocol, SpecError, SplitMix64},
@@ -52,7 +51,7 @@ pub struct SweepOptions {
     pub output: Option<PathBuf>,
 }
 
-/// Port every synthetic service listens on (as in KUBE_PROXY_RULES.md).
+/// Port every synthetic service listens on (docs/kube-proxy-rules.md#the-synthetic-cluster).
 const SERVICE_PORT: u16 = 80;
 
 /// Netfilter time per packet for the calls that started inside `window`:
@@ -102,14 +101,10 @@ fn mechanisms(sites: &[crate::probes::attach::SiteStatus]) -> String {
     used.join("+")
 }
 
-/// Writes the results so far; a sweep killed later keeps what it measured.
-fn save(results: &SweepResults, dir: &Path) -> Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    let path = dir.join("results.json");
-    let tmp = dir.join(".results.json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(results)? + "\n")
-        .with_context(|| format!("failed to write {}", tmp.display()))?;
-    std::fs::rename(&tmp, &path).with_context(|| format!("failed to write {}", path.display()))
+/// Writes the results so far, atomically; a sweep killed later keeps what
+/// it measured.
+fn save(results: &Results, dir: &Path) -> Result<()> {
+    crate::output::write_file(&dir.join("results.json"), results.to_json()?.as_bytes())
 }
 
 /// The cluster a sweep point with `services` services programs. Each N gets
@@ -288,11 +283,11 @@ async fn measure_point(
         lookup_new_connection,
         sites: report.rows,
         per_new_connection,
-        per_new_connection_raw,
+        per_new_connection_raw: Some(per_new_connection_raw),
         per_established_packet,
-        per_established_packet_raw,
+        per_established_packet_raw: Some(per_established_packet_raw),
         per_miss_packet,
-        per_miss_packet_raw,
+        per_miss_packet_raw: Some(per_miss_packet_raw),
         traffic: TrafficCounts {
             new_connections: windows.new.packets,
             miss_packets: windows.miss.packets,
@@ -305,14 +300,35 @@ async fn measure_point(
     })
 }
 
-/// Runs the sweep; `progress` gets one line per step.
-pub async fn run(opts: &SweepOptions, mut progress: impl FnMut(&str)) -> Result<SweepResults> {
-    let protocols = opts.protocols.iter().map(|p| p.as_str()).collect();
-    let mut results = SweepResults {
+/// How a sweep ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Every point was measured.
+    Complete(Results),
+    /// `stop` completed (a signal, named here) before the last point: the
+    /// results hold the points finished before it and are marked
+    /// `interrupted`.
+    Interrupted { results: Results, signal: &'static str },
+}
+
+/// Runs the sweep; `progress` gets one line per step. When `stop`
+/// completes the point being measured is abandoned: its probes detach and
+/// its namespaces go as the future is dropped (traffic already on its way
+/// finishes first, on its own thread), and the results so far are saved,
+/// marked interrupted. A blocking step (programming a large ruleset) is
+/// not cut short: the stop takes effect when it returns.
+pub async fn run(
+    opts: &SweepOptions,
+    stop: impl Future<Output = &'static str>,
+    mut progress: impl FnMut(&str),
+) -> Result<Outcome> {
+    tokio::pin!(stop);
+    let protocols = opts.protocols.iter().map(|p| p.as_str().to_owned()).collect();
+    let mut results = Results {
         schema_version: SCHEMA_VERSION,
         tool: format!("pathcost {}", env!("CARGO_PKG_VERSION")),
         kernel: kernel_release(),
-        settings: SweepSettings {
+        settings: Settings {
             modes: opts.modes.clone(),
             services: opts.services.clone(),
             endpoints: opts.endpoints,
@@ -321,13 +337,14 @@ pub async fn run(opts: &SweepOptions, mut progress: impl FnMut(&str)) -> Result<
             miss: opts.miss,
             established_flows: opts.established_flows,
             packets_per_flow: opts.packets_per_flow,
-            ipvs_scheduler: opts.scheduler.as_str(),
-            backend: opts.backend,
+            ipvs_scheduler: opts.scheduler.as_str().to_owned(),
+            backend: opts.backend.as_str().to_owned(),
             rate: opts.pace.rate,
             seed: opts.seed,
         },
         skipped: Vec::new(),
         points: Vec::new(),
+        interrupted: false,
     };
     let modes: Vec<Mode> = opts
         .modes
@@ -351,9 +368,18 @@ pub async fn run(opts: &SweepOptions, mut progress: impl FnMut(&str)) -> Result<
         for &n in &opts.services {
             done += 1;
             let step = format!("[{done}/{total}] {mode} with {n} services");
-            let point = measure_point(opts, mode, n, |what| progress(&format!("{step}: {what}")))
-                .await
-                .with_context(|| format!("sweep point {mode} with {n} services"))?;
+            let measured = tokio::select! {
+                point = measure_point(opts, mode, n, |what| progress(&format!("{step}: {what}"))) => point,
+                signal = &mut stop => {
+                    progress(&format!("{step}: {signal}: stopped; probes detached, namespaces removed"));
+                    results.interrupted = true;
+                    if let Some(dir) = &opts.output {
+                        save(&results, dir)?;
+                    }
+                    return Ok(Outcome::Interrupted { results, signal });
+                }
+            };
+            let point = measured.with_context(|| format!("sweep point {mode} with {n} services"))?;
             progress(&format!(
                 "{step}: done; transit p50 {} ns over {} new connections, lookup p50 {}",
                 point.transit_new_connection.p50_ns,
@@ -366,5 +392,5 @@ pub async fn run(opts: &SweepOptions, mut progress: impl FnMut(&str)) -> Result<
             }
         }
     }
-    Ok(results)
+    Ok(Outcome::Complete(results))
 }

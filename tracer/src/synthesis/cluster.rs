@@ -1,7 +1,7 @@
 //! The synthetic cluster every generator renders: N ClusterIP services, each with
 //! one port per protocol and E endpoints per service port, addressed as in
-//! KUBE_PROXY_RULES.md §6 and laid out so that N=2, E=2, TCP only reproduces the
-//! worked examples of §1.7, §2.3 and §3.2 exactly.
+//! docs/kube-proxy-rules.md#the-synthetic-cluster and laid out so that N=2, E=2,
+//! TCP only reproduces the worked examples of each mode there exactly.
 //!
 //! Naming and addressing (all derived from the service index k = 1..=N):
 //!
@@ -15,7 +15,7 @@
 //!   (pod CIDR 10.180.0.0/14 by default), port = the service port. `stride` is
 //!   N+1 rounded up to a multiple of 512, so each "endpoint rank" has its own run
 //!   of /23 blocks, like pods spread over nodes; for N < 512 that gives
-//!   10.180.0.k, 10.180.2.k, ... as in §1.7. The same pods back every service
+//!   10.180.0.k, 10.180.2.k, ... as in the worked examples. The same pods back every service
 //!   port of a service, as in a real Service. A /14 holds about 262,000 pods,
 //!   e.g. N=10,000 with E up to 25, or N=65,000 with E up to 4.
 
@@ -29,7 +29,8 @@ use std::str::FromStr;
 pub const MAX_TOTAL_ENDPOINTS: u64 = 1_000_000;
 
 /// Pod addresses of different services are interleaved in blocks of this size
-/// (a /23), which is what makes N=2 land on 10.180.0.k and 10.180.2.k (§1.7).
+/// (a /23), which is what makes N=2 land on 10.180.0.k and 10.180.2.k
+/// (docs/kube-proxy-rules.md#iptables-worked-example).
 const POD_BLOCK: u64 = 512;
 
 /// Errors for cluster shapes this model cannot build.
@@ -218,7 +219,8 @@ pub struct ServicePortName {
 }
 
 impl fmt::Display for ServicePortName {
-    /// `ns/svc:port`, or `ns/svc` for an unnamed port (`pkg/proxy/types.go`, §1.4).
+    /// `ns/svc:port`, or `ns/svc` for an unnamed port (`pkg/proxy/types.go`,
+    /// docs/kube-proxy-rules.md#iptables-chain-names).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{}", self.namespace, self.service)?;
         if !self.port_name.is_empty() {
@@ -249,7 +251,8 @@ pub struct ServicePort {
     pub protocol: Protocol,
     pub cluster_ip: Ipv4Addr,
     pub port: u16,
-    /// Sorted as kube-proxy sorts them: by the `"IP:port"` string (§1.3), so
+    /// Sorted as kube-proxy sorts them: by the `"IP:port"` string
+    /// (docs/kube-proxy-rules.md#iptables-service-chains), so
     /// 10.0.0.10 comes before 10.0.0.2.
     pub endpoints: Vec<Endpoint>,
 }
@@ -415,7 +418,8 @@ pub enum MissTarget {
     /// new connections to it.
     UnallocatedClusterIp,
     /// A pod address, i.e. ordinary non-service traffic that still reaches a real
-    /// backend (it scans all of KUBE-SERVICES in iptables mode, §1.5).
+    /// backend (it scans all of KUBE-SERVICES in iptables mode,
+    /// docs/kube-proxy-rules.md#iptables-service-order).
     PodIp,
 }
 
@@ -442,7 +446,8 @@ impl Cluster {
                     port: spec.port,
                 })
                 .collect();
-            // kube-proxy's byEndpoint order: the "IP:port" string (§1.3).
+            // kube-proxy's byEndpoint order: the "IP:port" string
+            // (docs/kube-proxy-rules.md#iptables-service-chains).
             pods.sort_by_cached_key(|endpoint| endpoint.to_string());
             for &protocol in &spec.protocols {
                 service_ports.push(ServicePort {
@@ -486,7 +491,8 @@ impl Cluster {
             .collect()
     }
 
-    /// An address a "miss" probe can use (§6 step 5). `None` only for
+    /// An address a "miss" probe can use
+    /// (docs/kube-proxy-rules.md#the-synthetic-cluster). `None` only for
     /// [`MissTarget::UnallocatedClusterIp`] when the services fill the whole CIDR.
     pub fn miss_address(&self, target: MissTarget) -> Option<Ipv4Addr> {
         match target {

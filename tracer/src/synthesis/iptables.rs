@@ -1,5 +1,5 @@
 //! iptables mode: one `iptables-restore` input holding what kubelet and kube-proxy
-//! would have installed for a [`Cluster`] (KUBE_PROXY_RULES.md §1). The same text
+//! would have installed for a [`Cluster`] (docs/kube-proxy-rules.md#iptables-mode). The same text
 //! loads with `iptables-legacy-restore` (x_tables, `ipt_do_table`) and
 //! `iptables-nft-restore` (nf_tables, `nft_do_chain`), which is how the two
 //! backends are compared on identical rules.
@@ -8,7 +8,8 @@
 //! `/32`, `--set-xmark`, quoted comments) rather than the form kube-proxy types
 //! (`--or-mark 0x4000`, unquoted comments). Both parse to the same kernel rule;
 //! writing the canonical form means the text, grouped per chain, *is* the expected
-//! `iptables-save` listing, which the tests check byte for byte against §1.7. The one
+//! `iptables-save` listing, which the tests check byte for byte against the worked example
+//! (docs/kube-proxy-rules.md#iptables-worked-example). The one
 //! exception is `--probability`: we write kube-proxy's `%0.10f` and iptables-save
 //! prints `%.11f` of the value stored in the kernel (a 31-bit fraction).
 
@@ -19,12 +20,14 @@ use super::cluster::{Cluster, Ipv4Cidr, ServicePort};
 use super::names::{iptables_endpoint_chain, iptables_service_chain, ChainName};
 use super::SplitMix64;
 
-/// `1 << masqueradeBit` with kube-proxy's default bit 14 (§1.1).
+/// `1 << masqueradeBit` with kube-proxy's default bit 14
+/// (docs/kube-proxy-rules.md#iptables-constants).
 pub const MASQUERADE_MARK: &str = "0x4000";
 
 /// Above this many endpoints (over all service ports) kube-proxy enters
 /// large-cluster mode and drops the comments on KUBE-SVC→SEP rules and in KUBE-SEP
-/// chains (`largeClusterEndpointsThreshold`, §1.1).
+/// chains (`largeClusterEndpointsThreshold`,
+/// docs/kube-proxy-rules.md#iptables-constants).
 pub const LARGE_CLUSTER_ENDPOINT_THRESHOLD: usize = 1000;
 
 /// Choices kube-proxy makes from the host or its flags.
@@ -60,7 +63,7 @@ pub struct IptablesRuleCounts {
     /// Rules in kube-proxy's own nat chains: KUBE-POSTROUTING (3), KUBE-MARK-MASQ
     /// (1), KUBE-SERVICES (one per service port + the NodePort rule), each KUBE-SVC
     /// (1 + E) and each KUBE-SEP (2). For N service ports of E endpoints that is
-    /// 5 + 2N + 3NE (§1.7).
+    /// 5 + 2N + 3NE (docs/kube-proxy-rules.md#iptables-worked-example).
     pub nat_rules: usize,
     /// nat PREROUTING, OUTPUT and POSTROUTING jumps into kube-proxy's chains.
     pub nat_jump_rules: usize,
@@ -87,15 +90,17 @@ impl IptablesRuleCounts {
     }
 }
 
-/// The nat rule count of §1.7 in closed form, for N service ports with E endpoints
+/// The nat rule count of the worked example
+/// (docs/kube-proxy-rules.md#iptables-worked-example) in closed form, for N service ports with E endpoints
 /// each: 5 + 2N + 3NE.
 pub fn nat_rule_count(service_ports: usize, endpoints_per_port: usize) -> usize {
     5 + 2 * service_ports + 3 * service_ports * endpoints_per_port
 }
 
-/// The mangle table: only the kubelet and kube-proxy canary/hint chains (§1.2).
+/// The mangle table: only the kubelet and kube-proxy canary/hint chains
+/// (docs/kube-proxy-rules.md#iptables-skeleton-chains).
 /// kubelet's KUBE-IPTABLES-HINT is what iptables-wrapper looks for to choose the
-/// backend (§4), so it matters that it exists.
+/// backend (docs/kube-proxy-rules.md#reading-a-node), so it matters that it exists.
 pub(super) fn write_mangle_table(out: &mut String, kube_proxy_canary: bool) {
     out.push_str("*mangle\n:KUBE-IPTABLES-HINT - [0:0]\n:KUBE-KUBELET-CANARY - [0:0]\n");
     if kube_proxy_canary {
@@ -105,13 +110,15 @@ pub(super) fn write_mangle_table(out: &mut String, kube_proxy_canary: bool) {
 }
 
 /// kubelet's KUBE-FIREWALL rule (kube-proxy writes the same rule again when
-/// localhost NodePorts are on, §1.1; it is one rule either way).
+/// localhost NodePorts are on,
+/// docs/kube-proxy-rules.md#iptables-constants; it is one rule either way).
 pub(super) const KUBE_FIREWALL_RULE: &str = "-A KUBE-FIREWALL ! -s 127.0.0.0/8 -d 127.0.0.0/8 \
      -m comment --comment \"block incoming localnet connections\" \
      -m conntrack ! --ctstate RELATED,ESTABLISHED,DNAT -j DROP\n";
 
 /// KUBE-MARK-MASQ and KUBE-POSTROUTING: mark for SNAT, then SNAT marked packets
-/// once and clear the mark so a re-traversal does not SNAT again (§1.2).
+/// once and clear the mark so a re-traversal does not SNAT again
+/// (docs/kube-proxy-rules.md#iptables-skeleton-chains).
 /// `--set-xmark 0x4000/0x4000` is how iptables-save shows `--or-mark 0x4000`,
 /// `--set-xmark 0x4000/0x0` is `--xor-mark 0x4000`.
 pub(super) fn write_masquerade_rules(out: &mut String, random_fully: bool) {
@@ -133,12 +140,13 @@ pub(super) fn write_masquerade_rules(out: &mut String, random_fully: bool) {
 /// `iptables-nft-restore` (with or without `--noflush`: every chain is declared).
 /// kube-proxy and kubelet put their jumps into the built-in chains with
 /// `iptables -I` ("ensure rule, prepend") one at a time; starting from empty
-/// built-in chains, appending them here in their final top-to-bottom order (§1.2,
-/// §1.7) gives the same chains.
+/// built-in chains, appending them here in their final top-to-bottom order
+/// (docs/kube-proxy-rules.md#iptables-skeleton-chains) gives the same chains.
 ///
 /// The service rules are grouped per service port as kube-proxy writes them
 /// (KUBE-SERVICES rule, KUBE-SVC chain, KUBE-SEP chains), the service ports in an
-/// order shuffled with `spec().seed` to stand in for Go's random map order (§1.5),
+/// order shuffled with `spec().seed` to stand in for Go's random map order
+/// (docs/kube-proxy-rules.md#iptables-service-order),
 /// and the NodePort rule last.
 pub fn restore_input(cluster: &Cluster, options: &IptablesOptions) -> String {
     let large_cluster = is_large_cluster(cluster);
@@ -148,13 +156,14 @@ pub fn restore_input(cluster: &Cluster, options: &IptablesOptions) -> String {
         String::with_capacity(4096 + 180 * (cluster.service_ports().len() * 3 + endpoints * 5));
 
     out.push_str(
-        "# kube-proxy iptables mode, synthesised by pathcost (KUBE_PROXY_RULES.md section 1).\n\
+        "# kube-proxy iptables mode, synthesised by pathcost (docs/kube-proxy-rules.md#iptables-mode).\n\
          # Built-in chain jumps are appended in their final order; kube-proxy prepends them\n\
          # one by one, which ends the same when starting from empty chains.\n",
     );
     write_mangle_table(&mut out, true);
 
-    // filter: fixed, independent of N when every service has endpoints (§1.2).
+    // filter: fixed, independent of N when every service has endpoints
+    // (docs/kube-proxy-rules.md#iptables-skeleton-chains).
     out.push_str(
         "*filter\n\
          :KUBE-EXTERNAL-SERVICES - [0:0]\n\
@@ -179,7 +188,8 @@ pub fn restore_input(cluster: &Cluster, options: &IptablesOptions) -> String {
     );
     out.push_str(KUBE_FIREWALL_RULE);
     // The INVALID drop is what kube-proxy writes when nf_conntrack_tcp_be_liberal
-    // is 0 (the default) and nfacct is unavailable, as in the §1.7 listing.
+    // is 0 (the default) and nfacct is unavailable, as in the worked example
+    // (docs/kube-proxy-rules.md#iptables-worked-example).
     let _ = write!(
         out,
         "-A KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP\n\
@@ -244,7 +254,8 @@ pub fn restore_input(cluster: &Cluster, options: &IptablesOptions) -> String {
     out
 }
 
-/// One service port's rules, in kube-proxy's order (§1.3).
+/// One service port's rules, in kube-proxy's order
+/// (docs/kube-proxy-rules.md#iptables-service-chains).
 fn write_service_port(
     out: &mut String,
     sp: &ServicePort,
@@ -328,7 +339,8 @@ mod tests {
     fn two_by_two_is_section_1_7_in_save_order() {
         for seed in 0..8 {
             let text = restore_input(&spec_example(seed), &IptablesOptions::default());
-            // Service order in KUBE-SERVICES is random by design (§1.5); upstream
+            // Service order in KUBE-SERVICES is random by design
+            // (docs/kube-proxy-rules.md#iptables-service-order); upstream
             // tests sort it away and so do we, keeping the NodePort rule last.
             assert_eq!(save_order(&text, true), SECTION_1_7, "seed {seed}");
         }
@@ -449,7 +461,8 @@ mod tests {
     }
 
     /// Loads the 2×2 ruleset with both backends in a throwaway network namespace and
-    /// checks that iptables-save prints exactly §1.7 (root only).
+    /// checks that iptables-save prints exactly the worked example
+    /// (docs/kube-proxy-rules.md#iptables-worked-example; root only).
     #[test]
     fn loads_as_section_1_7_with_both_backends() {
         let text = restore_input(&spec_example(1), &IptablesOptions::default());

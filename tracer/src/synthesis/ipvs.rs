@@ -1,4 +1,4 @@
-//! IPVS mode (KUBE_PROXY_RULES.md §2): the four inputs that together rebuild what
+//! IPVS mode (docs/kube-proxy-rules.md#ipvs-mode): the four inputs that together rebuild what
 //! kube-proxy leaves in a node for a [`Cluster`]: the `kube-ipvs0` dummy device with
 //! every ClusterIP on it (`ip -batch`), the ipsets (`ipset restore`), the fixed
 //! iptables glue (`iptables-restore`) and the virtual/real servers (`ipvsadm -R`).
@@ -18,7 +18,8 @@ use super::iptables::{
 /// The dummy device kube-proxy binds service addresses to.
 pub const DUMMY_DEVICE: &str = "kube-ipvs0";
 
-/// kube-proxy's ipset defaults (`hashsize 1024 maxelem 65536`, §2.1).
+/// kube-proxy's ipset defaults (`hashsize 1024 maxelem 65536`,
+/// docs/kube-proxy-rules.md#ipvs-objects).
 const IPSET_HASH_SIZE: u32 = 1024;
 const IPSET_MAX_ELEM: usize = 65_536;
 
@@ -132,7 +133,8 @@ impl Default for IpvsOptions {
 /// Everything IPVS mode needs, in the order to apply it: `ip_batch` (the VIPs must
 /// be local before traffic arrives), `ipset_restore` (iptables `-m set` rules refer
 /// to the sets by name, so they must exist first), `iptables_restore`, then
-/// `ipvsadm_restore`. Also set `net.ipv4.vs.conntrack=1` (§6 step 3).
+/// `ipvsadm_restore`. Also set `net.ipv4.vs.conntrack=1`
+/// (docs/kube-proxy-rules.md#ipvs-objects).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpvsRuleset {
     /// For `ip -batch -`.
@@ -162,7 +164,8 @@ pub fn virtual_ips(cluster: &Cluster) -> Vec<Ipv4Addr> {
 
 /// `ip -batch` input that creates `kube-ipvs0` and binds every VIP as a /32. The
 /// device stays DOWN as kube-proxy leaves it; the addresses are local regardless,
-/// which sends VIP traffic through INPUT where IPVS hooks in (§2.1).
+/// which sends VIP traffic through INPUT where IPVS hooks in
+/// (docs/kube-proxy-rules.md#ipvs-objects).
 pub fn ip_batch(cluster: &Cluster) -> String {
     let mut out = format!("link add {DUMMY_DEVICE} type dummy\n");
     for vip in virtual_ips(cluster) {
@@ -180,7 +183,8 @@ fn ipvsadm_protocol(protocol: Protocol) -> &'static str {
 }
 
 /// `ipvsadm -R` input: one virtual server per service port, one masquerading
-/// (`-m`) real server of weight 1 per endpoint (§2.1, §2.3).
+/// (`-m`) real server of weight 1 per endpoint
+/// (docs/kube-proxy-rules.md#ipvs-objects).
 pub fn ipvsadm_restore(cluster: &Cluster, scheduler: Scheduler) -> String {
     // kube-proxy sets the source-hash flag (0x10 = IP_VS_SVC_F_SCHED2) for mh,
     // which ipvsadm calls "mh-port".
@@ -266,14 +270,15 @@ pub fn ipset_restore(cluster: &Cluster) -> String {
     out
 }
 
-/// The iptables rules kube-proxy keeps in IPVS mode (§2.2, listing of §2.3) plus
+/// The iptables rules kube-proxy keeps in IPVS mode
+/// (docs/kube-proxy-rules.md#ipvs-iptables-glue) plus
 /// kubelet's chains, as one `iptables-restore` input in iptables-save form (see
 /// the `iptables` module for why). The ipsets must exist before this loads.
 /// Built-in chain jumps are appended in their final order; kube-proxy prepends
 /// them, which ends the same from empty chains.
 pub fn iptables_restore(cluster_cidr: Ipv4Cidr, random_fully: bool) -> String {
     let mut out = String::from(
-        "# kube-proxy IPVS mode iptables glue, synthesised by pathcost (KUBE_PROXY_RULES.md 2.2).\n",
+        "# kube-proxy IPVS mode iptables glue, synthesised by pathcost (docs/kube-proxy-rules.md#ipvs-iptables-glue).\n",
     );
     // kube-proxy's ipvs proxier has no canary chain of its own; kubelet's stay.
     write_mangle_table(&mut out, false);
@@ -352,7 +357,7 @@ mod tests {
     }
 
     /// Drops kubelet's chains and rules (and the mangle table, which holds only
-    /// kubelet's), which the §2.3 listing leaves out.
+    /// kubelet's), which a listing of the glue alone leaves out.
     fn without_kubelet(save: &str) -> String {
         let mut out = String::new();
         let mut in_mangle = false;
@@ -377,7 +382,7 @@ mod tests {
         out
     }
 
-    /// §2.3 lists nat before filter; canonical order puts filter first.
+    /// The upstream listing puts nat before filter; canonical order puts filter first.
     fn section_2_3_in_table_order() -> String {
         save_order(SECTION_2_3_IPTABLES, false)
     }

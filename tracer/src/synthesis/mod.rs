@@ -2,7 +2,7 @@
 //! the text inputs of the standard tools (`iptables-restore`, `ipset restore`,
 //! `ipvsadm -R`, `ip -batch`, `nft -f`) so that a sweep can load them into a
 //! private network namespace and measure lookup cost against N. The structure
-//! follows KUBE_PROXY_RULES.md. The generators only return text; loading it is
+//! follows docs/kube-proxy-rules.md. The generators only return text; loading it is
 //! the caller's job.
 //!
 //! * [`cluster`]: the service/endpoint model and its addressing.

@@ -1,5 +1,6 @@
 //! kube-proxy's per-service chain names, hashed exactly as kube-proxy hashes them
-//! (KUBE_PROXY_RULES.md §1.4 for iptables, §3.1 "Name hashing" for nftables), so
+//! (docs/kube-proxy-rules.md#iptables-chain-names and
+//! docs/kube-proxy-rules.md#nftables-chain-names), so
 //! that synthetic rulesets are indistinguishable from real ones by name.
 
 use std::fmt;

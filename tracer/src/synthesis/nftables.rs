@@ -1,14 +1,16 @@
 //! nftables mode: the `nft -f` input that rebuilds kube-proxy's `ip kube-proxy`
-//! table for a [`Cluster`], in the newest layout (KUBE_PROXY_RULES.md §3.1, listing
-//! of §3.2). Service dispatch is one verdict-map lookup whatever N is; what grows
-//! with N is the map and the number of chains.
+//! table for a [`Cluster`], in the newest layout
+//! (docs/kube-proxy-rules.md#nftables-objects, listing in
+//! docs/kube-proxy-rules.md#nftables-worked-example). Service dispatch is one
+//! verdict-map lookup whatever N is; what grows with N is the map and the
+//! number of chains.
 //!
 //! The text uses the `add table` / `add chain` / `add rule` / `add element`
 //! commands that kube-proxy itself feeds to `nft -f -` through knftables, one
 //! object per line, so loading it costs the kernel what a kube-proxy full sync
 //! costs. Objects come in the order of kube-proxy's transaction (fixed objects,
-//! then service port by service port), chains are created in the order §3.2 lists
-//! them so that `nft list ruleset` reproduces that listing, and every chain exists
+//! then service port by service port), chains are created in the order `nft list ruleset`
+//! prints them, so that it reproduces the worked example, and every chain exists
 //! before a rule or map element jumps to it.
 
 // Writing to a String cannot fail, so `write!` results are ignored.
@@ -21,7 +23,8 @@ use super::names::{nft_endpoint_chain, nft_service_chain, ChainName};
 /// kube-proxy's table (family `ip`; dual stack would add an `ip6` twin).
 pub const TABLE: &str = "ip kube-proxy";
 
-/// Sets and maps, in §3.2's order: (command, name, type, comment).
+/// Sets and maps, in the order `nft list ruleset` prints them
+/// (docs/kube-proxy-rules.md#nftables-worked-example): (command, name, type, comment).
 const SETS: [(&str, &str, &str, &str); 7] = [
     ("set", "cluster-ips", "ipv4_addr", "Active ClusterIPs"),
     (
@@ -62,7 +65,8 @@ const SETS: [(&str, &str, &str, &str); 7] = [
     ),
 ];
 
-/// The fixed chains in §3.2's order, with their base-chain spec if any. Priorities
+/// The fixed chains in the order `nft list ruleset` prints them
+/// (docs/kube-proxy-rules.md#nftables-worked-example), with their base-chain spec if any. Priorities
 /// are numeric: filter-*-pre-dnat run at dstnat-10 so they see pre-DNAT addresses;
 /// `nft list` prints the symbolic names where they apply.
 const FIXED_CHAINS: [(&str, &str); 16] = [
@@ -187,7 +191,7 @@ pub fn nft_input(cluster: &Cluster, node_ips: &[Ipv4Addr]) -> String {
         8192 + 150 * (counts.rules + counts.service_chains + counts.endpoint_chains),
     );
     out.push_str(
-        "# kube-proxy nftables mode, synthesised by pathcost (KUBE_PROXY_RULES.md section 3).\n",
+        "# kube-proxy nftables mode, synthesised by pathcost (docs/kube-proxy-rules.md#nftables-mode).\n",
     );
     let _ = writeln!(
         out,
@@ -225,7 +229,7 @@ pub fn nft_input(cluster: &Cluster, node_ips: &[Ipv4Addr]) -> String {
     }
 
     // Per service port, in the order of kube-proxy's sync loop: the chains
-    // (endpoints first, which is also the §3.2 listing order), the set and map
+    // (endpoints first, which is also the listing order), the set and map
     // elements, the service chain's rules, then the endpoint chains' rules.
     let mut previous_vip = None;
     for sp in cluster.service_ports() {
@@ -376,7 +380,8 @@ mod tests {
     }
 
     /// Loads the 2×2 text into a throwaway namespace and checks that `nft list
-    /// ruleset` prints exactly §3.2 (root only).
+    /// ruleset` prints exactly the worked example
+    /// (docs/kube-proxy-rules.md#nftables-worked-example; root only).
     #[test]
     fn loads_as_section_3_2() {
         let text = nft_input(&spec_example(), &[NODE_IP]);

@@ -58,7 +58,8 @@ fn normalise_rule(rule: &str) -> String {
 /// given) then user chains sorted by name, rules grouped per chain in that order,
 /// probabilities as saved, `#` lines dropped. With `sort_services` the service rules
 /// of nat KUBE-SERVICES are sorted (the NodePort rule stays last), as upstream tests
-/// do to hide Go's map order (§1.5).
+/// do to hide Go's map order
+/// (docs/kube-proxy-rules.md#iptables-service-order).
 pub(super) fn save_order(text: &str, sort_services: bool) -> String {
     struct Table {
         policies: BTreeMap<String, String>,

@@ -6,16 +6,27 @@
 //! `bpf_ktime_get_ns` reads), so calls can be assigned to phases afterwards.
 
 use std::{
+    io::{IoSlice, IoSliceMut},
     net::{Ipv4Addr, SocketAddrV4, UdpSocket},
+    os::fd::{AsRawFd as _, OwnedFd},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
-        Arc,
+        Arc, Mutex, PoisonError,
     },
     thread,
     time::{Duration, Instant},
 };
 
 use anyhow::{bail, Context as _, Result};
+use nix::{
+    cmsg_space,
+    errno::Errno,
+    sys::socket::{
+        self, recvmsg, sendmsg, setsockopt, sockopt, AddressFamily, ControlMessage,
+        ControlMessageOwned, MsgFlags, SockFlag, SockType, SockaddrIn,
+    },
+    time::{clock_gettime, ClockId},
+};
 
 use super::{
     cluster::{Protocol, ServicePort, SplitMix64},
@@ -31,10 +42,9 @@ pub const MAX_CONNECTIONS: u32 = 50_000;
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: ts is a valid timespec; CLOCK_MONOTONIC always exists.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    // CLOCK_MONOTONIC exists on every Linux, so this cannot fail.
+    clock_gettime(ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
 }
 
 /// A traffic phase's time window and what was sent in it.
@@ -82,6 +92,9 @@ impl Pace {
 pub struct Backend {
     echo: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
+    /// The first reply the kernel refused: a flow then never becomes
+    /// established, and the client's error says why.
+    echo_error: Arc<Mutex<Option<Errno>>>,
     stop: Arc<AtomicBool>,
     thread: Option<thread::JoinHandle<()>>,
 }
@@ -96,20 +109,24 @@ impl Backend {
         enable_pktinfo(&socket)?;
         let echo = Arc::new(AtomicBool::new(false));
         let received = Arc::new(AtomicU64::new(0));
+        let echo_error = Arc::new(Mutex::new(None));
         let stop = Arc::new(AtomicBool::new(false));
-        let (e, r, s) = (echo.clone(), received.clone(), stop.clone());
+        let (e, r, err, s) = (echo.clone(), received.clone(), echo_error.clone(), stop.clone());
         let thread = thread::Builder::new().name("backend-echo".into()).spawn(move || {
             let mut buf = [0u8; 2048];
+            let mut control = cmsg_space!(libc::in_pktinfo);
             while !s.load(Ordering::Relaxed) {
-                if let Some((n, from, to)) = recv_with_destination(&socket, &mut buf) {
+                if let Some((n, from, to)) = recv_with_destination(&socket, &mut buf, &mut control) {
                     r.fetch_add(1, Ordering::Relaxed);
                     if e.load(Ordering::Relaxed) {
-                        send_from(&socket, &buf[..n], to, from);
+                        if let Err(errno) = send_from(&socket, &buf[..n], to, from) {
+                            err.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(errno);
+                        }
                     }
                 }
             }
         })?;
-        Ok(Backend { echo, received, stop, thread: Some(thread) })
+        Ok(Backend { echo, received, echo_error, stop, thread: Some(thread) })
     }
 
     pub fn set_echo(&self, on: bool) {
@@ -120,6 +137,11 @@ impl Backend {
     /// service rules really forwarded them.
     pub fn udp_received(&self) -> u64 {
         self.received.load(Ordering::Relaxed)
+    }
+
+    /// Why a reply could not be sent, if one could not.
+    fn echo_error(&self) -> Option<Errno> {
+        *self.echo_error.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// TCP SYNs that reached an endpoint (counted by the backend's drop rule).
@@ -143,144 +165,58 @@ impl Drop for Backend {
 // recognise the reply, and the flow never becomes established.
 
 fn enable_pktinfo(socket: &UdpSocket) -> Result<()> {
-    use std::os::fd::AsRawFd as _;
-    let one: libc::c_int = 1;
-    // SAFETY: setsockopt on a socket we own with a c_int option.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_PKTINFO,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error()).context("IP_PKTINFO on the backend socket");
-    }
-    Ok(())
+    setsockopt(socket, sockopt::Ipv4PacketInfo, &true).context("IP_PKTINFO on the backend socket")
 }
 
-fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as u16,
-        sin_port: a.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
-        sin_zero: [0; 8],
-    }
-}
-
-/// Control-message space for one `in_pktinfo`, 8-aligned.
-#[repr(C, align(8))]
-struct PktinfoCmsg([u8; 64]);
-
-/// A `msghdr` over one address, one buffer and `control_len` bytes of
-/// `control`.
-fn msghdr(
-    addr: &mut libc::sockaddr_in,
-    iov: &mut libc::iovec,
-    control: &mut PktinfoCmsg,
-    control_len: usize,
-) -> libc::msghdr {
-    // SAFETY: all-zero is a valid msghdr; the fields that matter are set.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_name = (addr as *mut libc::sockaddr_in).cast();
-    msg.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-    msg.msg_iov = iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = control_len;
-    msg
-}
-
-/// Receives one datagram with the address it was sent to.
-fn recv_with_destination(socket: &UdpSocket, buf: &mut [u8]) -> Option<(usize, SocketAddrV4, Ipv4Addr)> {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: recvmsg into buffers that outlive the call; cmsgs are read
-    // only through the CMSG_* accessors within msg_controllen.
-    unsafe {
-        let mut from: libc::sockaddr_in = std::mem::zeroed();
-        let mut iov = libc::iovec { iov_base: buf.as_mut_ptr().cast(), iov_len: buf.len() };
-        let mut control = PktinfoCmsg([0; 64]);
-        let mut msg = msghdr(&mut from, &mut iov, &mut control, 64);
-        let n = libc::recvmsg(socket.as_raw_fd(), &mut msg, 0);
-        if n < 0 {
-            return None;
-        }
-        let mut to = None;
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::IPPROTO_IP && (*cmsg).cmsg_type == libc::IP_PKTINFO {
-                let info: libc::in_pktinfo = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast());
-                to = Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr)));
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-        let from = SocketAddrV4::new(
-            Ipv4Addr::from(u32::from_be(from.sin_addr.s_addr)),
-            u16::from_be(from.sin_port),
-        );
-        Some((n as usize, from, to?))
-    }
+/// Receives one datagram into `buf` with the address it came from and the
+/// address it was sent to (from its IP_PKTINFO); `None` on a timeout or a
+/// datagram without one. `control` is the space for that control message.
+fn recv_with_destination(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    control: &mut [u8],
+) -> Option<(usize, SocketAddrV4, Ipv4Addr)> {
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = recvmsg::<SockaddrIn>(socket.as_raw_fd(), &mut iov, Some(control), MsgFlags::empty()).ok()?;
+    let to = msg.cmsgs().ok()?.find_map(|c| match c {
+        ControlMessageOwned::Ipv4PacketInfo(info) => Some(Ipv4Addr::from(u32::from_be(info.ipi_addr.s_addr))),
+        _ => None,
+    })?;
+    let from = msg.address?;
+    Some((msg.bytes, SocketAddrV4::new(from.ip(), from.port()), to))
 }
 
 /// Sends `data` to `to` with `source` as the source address.
-fn send_from(socket: &UdpSocket, data: &[u8], source: Ipv4Addr, to: SocketAddrV4) {
-    use std::os::fd::AsRawFd as _;
-    // SAFETY: sendmsg from buffers that outlive the call; the one cmsg is
-    // written through the CMSG_* accessors inside the control buffer.
-    unsafe {
-        let mut dst = sockaddr(to);
-        let mut iov = libc::iovec { iov_base: data.as_ptr() as *mut _, iov_len: data.len() };
-        let mut control = PktinfoCmsg([0; 64]);
-        let space = libc::CMSG_SPACE(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
-        let msg = msghdr(&mut dst, &mut iov, &mut control, space);
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = libc::IPPROTO_IP;
-        (*cmsg).cmsg_type = libc::IP_PKTINFO;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::in_pktinfo>() as u32) as usize;
-        let info = libc::in_pktinfo {
-            ipi_ifindex: 0,
-            ipi_spec_dst: libc::in_addr { s_addr: u32::from(source).to_be() },
-            ipi_addr: libc::in_addr { s_addr: 0 },
-        };
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast(), info);
-        libc::sendmsg(socket.as_raw_fd(), &msg, 0);
+fn send_from(socket: &UdpSocket, data: &[u8], source: Ipv4Addr, to: SocketAddrV4) -> nix::Result<()> {
+    let info = libc::in_pktinfo {
+        ipi_ifindex: 0,
+        ipi_spec_dst: libc::in_addr { s_addr: u32::from(source).to_be() },
+        ipi_addr: libc::in_addr { s_addr: 0 },
+    };
+    let sent = sendmsg(
+        socket.as_raw_fd(),
+        &[IoSlice::new(data)],
+        &[ControlMessage::Ipv4PacketInfo(&info)],
+        MsgFlags::empty(),
+        Some(&SockaddrIn::from(to)),
+    )?;
+    // A datagram goes whole or not at all; anything else is a kernel bug.
+    if sent != data.len() {
+        return Err(Errno::EMSGSIZE);
     }
+    Ok(())
 }
 
 /// Opens a TCP connection attempt from `local` to `remote` (one SYN) and
 /// abandons it at once; closing a socket in SYN_SENT sends nothing more.
 fn send_syn(local: SocketAddrV4, remote: SocketAddrV4) -> std::io::Result<()> {
-    use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
-    // SAFETY: plain socket calls on a descriptor we own.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_NONBLOCK, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let fd = OwnedFd::from_raw_fd(fd);
-        let one: libc::c_int = 1;
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_REUSEADDR,
-            (&one as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as u32,
-        );
-        let len = std::mem::size_of::<libc::sockaddr_in>() as u32;
-        let l = sockaddr(local);
-        if libc::bind(fd.as_raw_fd(), (&l as *const libc::sockaddr_in).cast(), len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let r = sockaddr(remote);
-        if libc::connect(fd.as_raw_fd(), (&r as *const libc::sockaddr_in).cast(), len) != 0 {
-            let err = std::io::Error::last_os_error();
-            if err.raw_os_error() != Some(libc::EINPROGRESS) {
-                return Err(err);
-            }
-        }
-        Ok(())
+    let fd: OwnedFd = socket::socket(AddressFamily::Inet, SockType::Stream, SockFlag::SOCK_NONBLOCK, None)?;
+    setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    socket::bind(fd.as_raw_fd(), &SockaddrIn::from(local))?;
+    // Non-blocking: the SYN is on its way when connect says EINPROGRESS.
+    match socket::connect(fd.as_raw_fd(), &SockaddrIn::from(remote)) {
+        Ok(()) | Err(Errno::EINPROGRESS) => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -362,7 +298,10 @@ pub fn established_packets(
         Ok(w)
     })?;
     backend.set_echo(false);
-    result
+    match backend.echo_error() {
+        Some(errno) => result.with_context(|| format!("the backend could not answer: sendmsg failed: {errno}")),
+        None => result,
+    }
 }
 
 /// How long a phase waits at its end for in-flight packets (and echoes).
@@ -380,4 +319,37 @@ pub fn random_targets(services: &[ServicePort], count: u32, rng: &mut SplitMix64
             (s.protocol, SocketAddrV4::new(s.cluster_ip, s.port))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The backend's reply path on loopback, which needs no namespace: a
+    /// datagram sent to 127.0.0.2 on a wildcard socket is answered from
+    /// 127.0.0.2, not from the address the kernel would pick (127.0.0.1).
+    #[test]
+    fn replies_come_from_the_address_a_datagram_was_sent_to() {
+        let server = UdpSocket::bind((Ipv4Addr::UNSPECIFIED, 0)).unwrap();
+        server.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        enable_pktinfo(&server).unwrap();
+        let port = server.local_addr().unwrap().port();
+        let endpoint = SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 2), port);
+
+        let client = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        client.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        client.send_to(b"hello", endpoint).unwrap();
+
+        let mut buf = [0u8; 64];
+        let mut control = cmsg_space!(libc::in_pktinfo);
+        let (n, from, to) = recv_with_destination(&server, &mut buf, &mut control).expect("a datagram with IP_PKTINFO");
+        assert_eq!(&buf[..n], b"hello");
+        assert_eq!(to, *endpoint.ip());
+        assert_eq!(std::net::SocketAddr::V4(from), client.local_addr().unwrap());
+
+        send_from(&server, b"world", to, from).unwrap();
+        let (n, replier) = client.recv_from(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"world");
+        assert_eq!(replier, std::net::SocketAddr::V4(endpoint));
+    }
 }

@@ -49,6 +49,9 @@ const TOOLS: &[(&str, bool)] = &[
     // over 9p would make every library page a 9p read under TCG and let the guest
     // see the whole host file system.
     ("bpftrace", true),
+    // util-linux's, not busybox's applet: tests/tests/capabilities.rs limits
+    // the bounding set with `--bounding-set`, which busybox lacks.
+    ("setpriv", true),
 ];
 
 /// Unsuffixed names go to the legacy back end, as on a stock Debian 12 with

@@ -7,7 +7,7 @@
 use anyhow::Result;
 
 use super::{Document, Exporter};
-use crate::{analysis::Results, report::TraceReport, statistics::Summary};
+use crate::{report::TraceReport, results::Results, statistics::Summary};
 
 pub struct Csv;
 

@@ -6,7 +6,7 @@ use anyhow::Result;
 use serde::Serialize;
 
 use super::{Document, Exporter};
-use crate::analysis::{Analysis, Results};
+use crate::{analysis::Analysis, results::Results};
 
 /// Bumped whenever a field of this document changes meaning or goes.
 pub const REPORT_SCHEMA_VERSION: u32 = 1;

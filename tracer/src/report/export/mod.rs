@@ -12,7 +12,6 @@ pub mod table;
 
 use std::{
     fmt,
-    io::Write as _,
     path::{Path, PathBuf},
     str::FromStr,
 };
@@ -20,8 +19,9 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use crate::{
-    analysis::{thousands, Analysis, CrossoverStatus, LinearFit, Point, Results},
+    analysis::{thousands, Analysis, CrossoverStatus, LinearFit},
     report::TraceReport,
+    results::{Point, Results},
     synthesis::program::Mode,
 };
 
@@ -120,23 +120,17 @@ impl fmt::Display for ExportTarget {
     }
 }
 
-/// Whether `path` means stdout.
-pub fn is_stdout(path: &Path) -> bool {
-    path.as_os_str() == "-"
+pub use crate::output::is_stdout;
+
+/// Writes `bytes` to `path` atomically, creating its directory, or to
+/// stdout for `-`.
+pub fn write_to(bytes: &[u8], path: &Path) -> Result<()> {
+    crate::output::write_file(path, bytes)
 }
 
-/// Writes `bytes` to `path`, creating its directory, or to stdout for `-`.
-pub fn write_to(bytes: &[u8], path: &Path) -> Result<()> {
-    if is_stdout(path) {
-        let mut out = std::io::stdout().lock();
-        out.write_all(bytes)?;
-        out.flush()?;
-        return Ok(());
-    }
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).with_context(|| format!("failed to create {}", dir.display()))?;
-    }
-    std::fs::write(path, bytes).with_context(|| format!("failed to write {}", path.display()))
+/// Checks every target can be written, before the work that feeds them.
+pub fn check_targets(targets: &[ExportTarget]) -> Result<()> {
+    targets.iter().try_for_each(|t| crate::output::check_file(&t.path))
 }
 
 /// Renders and writes every target in order, each as soon as it is ready.
@@ -539,7 +533,7 @@ mod tests {
     }
 
     fn trace_report() -> TraceReport {
-        use crate::{collection::Losses, report::SiteRow, statistics::Summary};
+        use crate::{collection::Losses, results::SiteRow, statistics::Summary};
         let s = Summary { count: 10, mean_ns: 1500.5, p50_ns: 1400, p90_ns: 2000, p99_ns: 3000, max_ns: 3100 };
         TraceReport {
             schema_version: crate::report::TRACE_SCHEMA_VERSION,
@@ -547,8 +541,8 @@ mod tests {
             duration_s: 10.0,
             sites: Vec::new(),
             rows: vec![SiteRow {
-                site: "nft_do_chain",
-                hook: "PRE_ROUTING",
+                site: "nft_do_chain".into(),
+                hook: "PRE_ROUTING".into(),
                 table: "kube-proxy".into(),
                 chain: "nat-prerouting, \"odd\"".into(),
                 verdict: String::new(),

@@ -16,7 +16,8 @@ use plotters::{
 
 use super::{trace_unsupported, Document, ExportFormat, Exporter};
 use crate::{
-    analysis::{thousands, Analysis, Basis, Results},
+    analysis::{thousands, Analysis, Basis},
+    results::Results,
     synthesis::program::Mode,
 };
 

@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use super::{sweep_preamble, sweep_sections, Document, Exporter};
-use crate::report::table::columns;
+use crate::text::columns;
 
 pub struct Table;
 

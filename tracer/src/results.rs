@@ -1,23 +1,88 @@
-//! Reading a sweep's results file back: the reader's side of the schema
-//! that [`crate::sweep::results`] writes, and the checks that turn a
-//! corrupt, truncated or foreign file into one clear message.
+//! The sweep's results file (`results.json`): one versioned JSON document,
+//! written by `pathcost sweep` and read by `report`, `advise` and the tests
+//! through these same types, so the writer and the reader cannot drift
+//! apart. Values are in base units (ns, ms) and only formatted on output.
+//! Reading checks the file first, so that a corrupt, truncated, foreign or
+//! newer file is one clear message naming it.
 //!
-//! These are mirror types rather than the writer's own: the writer borrows
-//! static strings and enums that only make sense while measuring, and a
-//! reader must accept files written by other builds. A test serialises the
-//! writer's types and reads them back here, so the two cannot drift apart
-//! unnoticed.
+//! ```text
+//! {
+//!   "schema_version": 2,
+//!   "tool": "pathcost 0.1.0",
+//!   "kernel": "6.12.117+deb12-amd64",
+//!   "settings": { modes, services, endpoints, connections, ... },
+//!   "skipped": [ { "mode": "ipvs", "reason": "..." } ],
+//!   "interrupted": false,
+//!   "points": [ {
+//!     "mode": "iptables-legacy",  "services": 1000,  "endpoints": 2,
+//!     "service_ports": 2000,      "backend": "kprobe",
+//!     "kernel": "...",            "program_ms": 812.4,
+//!     "transit_new_connection":     { "count", "mean_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns" },
+//!     "transit_established_packet": { ... },
+//!     "lookup_new_connection": { "what": "ipt_do_table nat/PREROUTING",
+//!                                "mechanism": "kprobe", "count", "mean_ns", ... } | null,
+//!     "sites": [ { "site", "hook", "table", "chain", "count", "mean_ns",
+//!                  "p50_ns", "p90_ns", "p99_ns", "max_ns",
+//!                  "exclusive": {...}, "inclusive_corrected": {...},
+//!                  "exclusive_corrected": {...} } ],
+//!     "per_new_connection":     { "count", "mean_ns", "p50_ns", "p90_ns", "p99_ns", "max_ns" },
+//!     "per_new_connection_raw": { ... },
+//!     "per_established_packet": { ... },  "per_established_packet_raw": { ... },
+//!     "per_miss_packet":        { ... },  "per_miss_packet_raw": { ... },
+//!     "traffic": { "new_connections", "miss_packets", "established_packets" },
+//!     "losses": { ... },  "self_cost": [ ... ]
+//!   } ]
+//! }
+//! ```
+//!
+//! `interrupted` is true when SIGINT or SIGTERM stopped the sweep before
+//! its last point: `points` then holds only the points finished before it.
+//!
+//! `transit_*` is the one span measured the same way in every mode: from a
+//! forwarded packet's arrival on the node's client-facing device
+//! (`net:netif_receive_skb`) to the same skb's departure on its
+//! backend-facing device (`net:net_dev_start_xmit`), taken in a phase with
+//! only those two tracepoints attached. It is the figure to compare modes by.
+//!
+//! `lookup_new_connection` is, per new connection, the call in which the
+//! mode finds the service and backend (`what` names it; see
+//! `Mode::lookup`), from the probed phase. IPVS's excludes the transmit it
+//! does from inside its hook. `null` with the bracket backend, which cannot
+//! isolate it.
+//!
+//! `per_*` figures are the netfilter time one packet spent in the node
+//! namespace, summed over the hooks it traversed (nested hooks counted
+//! once), for packets of that traffic phase: corrected for the probes' own
+//! cost, and as measured (`_raw`).
+//!
+//! # Versions
+//!
+//! Older files are migrated as they are read: every field a later version
+//! added has a serde default that says "not measured" (zero counts, no
+//! lookup, no raw figure, not interrupted), and `schema_version` keeps the
+//! value the file was written with, so an export of the results shows what
+//! the file held.
+//!
+//! | version | what it changed |
+//! | --- | --- |
+//! | 1 | first version. Early files lack the `_raw` figures and `interrupted`, which were added without a bump (both optional) |
+//! | 2 | adds `transit_new_connection`, `transit_established_packet`, `lookup_new_connection` and the transit counts in `traffic` |
 
-use std::path::Path;
+use std::{ops::RangeInclusive, path::Path};
 
 use serde::{Deserialize, Serialize};
 
 use crate::{
     collection::{calibration::SelfCost, Losses},
+    probes::Mechanism,
     statistics::Summary,
-    sweep::results::{LookupFigure, TrafficCounts, SCHEMA_VERSION},
     synthesis::program::Mode,
 };
+
+/// The version this build writes.
+pub const SCHEMA_VERSION: u32 = 2;
+/// The versions this build reads (see "Versions" above).
+pub const READABLE_VERSIONS: RangeInclusive<u32> = 1..=SCHEMA_VERSION;
 
 /// Why a results file could not be used. Each message names the file.
 #[derive(Debug, thiserror::Error)]
@@ -53,9 +118,10 @@ pub enum LoadError {
     },
 }
 
-/// A sweep's results, as read from its file.
+/// A sweep's results: what `pathcost sweep` writes and what is read back.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Results {
+    /// The version the file was written with (see "Versions" above).
     pub schema_version: u32,
     pub tool: String,
     pub kernel: String,
@@ -63,6 +129,10 @@ pub struct Results {
     #[serde(default)]
     pub skipped: Vec<Skipped>,
     pub points: Vec<Point>,
+    /// A signal stopped the sweep before its last point (absent in files
+    /// written before the field existed: not interrupted).
+    #[serde(default)]
+    pub interrupted: bool,
 }
 
 /// The sweep's command-line settings.
@@ -77,8 +147,9 @@ pub struct Settings {
     pub established_flows: u32,
     pub packets_per_flow: u32,
     pub ipvs_scheduler: String,
-    /// The `--backend` asked for (`auto`, `fentry`, `kprobe`); what each
-    /// point got is `Point::backend`.
+    /// The `--backend` asked for (`auto`, `fentry`, `kprobe`, `bracket`);
+    /// what each point got is `Point::backend`. A string, so that a file
+    /// from a build with another backend still reads.
     pub backend: String,
     pub rate: u32,
     pub seed: u64,
@@ -97,6 +168,8 @@ pub struct Point {
     pub mode: Mode,
     pub services: u32,
     pub endpoints: u32,
+    /// Service ports programmed (services × protocols): what kube-proxy
+    /// and its rule counts are about.
     pub service_ports: u32,
     /// Mechanisms behind the numbers, e.g. `fentry+kprobe`.
     pub backend: String,
@@ -110,13 +183,15 @@ pub struct Point {
     pub transit_new_connection: Summary,
     #[serde(default)]
     pub transit_established_packet: Summary,
-    /// The call that finds a new connection's service, named per mode.
+    /// Per new connection, the call that finds the service (raw); `None`
+    /// with the bracket, and in version 1 files.
     #[serde(default)]
     pub lookup_new_connection: Option<LookupFigure>,
     pub sites: Vec<SiteRow>,
+    /// Corrected for the probes' own cost (see `self_cost`).
     pub per_new_connection: Summary,
-    /// As measured, before the probes' own cost was removed. Absent in
-    /// files written before raw figures were recorded.
+    /// As measured, before the probes' own cost was removed. A sweep always
+    /// writes it; absent in files written before raw figures were recorded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_new_connection_raw: Option<Summary>,
     pub per_established_packet: Summary,
@@ -130,21 +205,53 @@ pub struct Point {
     pub self_cost: Vec<SelfCost>,
 }
 
-/// One probe site at one hook in one table or chain.
+/// One probe site at one hook in one table or chain: a row of a point's
+/// `sites` and of the trace report (`pathcost trace --format json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct SiteRow {
     pub site: String,
+    /// Netfilter hook name (`PRE_ROUTING`, ...), `-` when the call has none.
     pub hook: String,
+    /// iptables table or nf_tables table.
     pub table: String,
+    /// nf_tables chain; empty otherwise.
     pub chain: String,
-    /// The IPVS input hook's verdict (STOLEN, ACCEPT); empty elsewhere.
+    /// IPVS input hook verdict (STOLEN: IPVS took the packet; ACCEPT: not
+    /// IPVS traffic); empty for other sites.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub verdict: String,
+    /// Inclusive time, raw.
     #[serde(flatten)]
     pub inclusive: Summary,
+    /// Exclusive (self) time: minus nested probed calls.
     pub exclusive: Summary,
+    /// Inclusive time with the probes' own cost removed.
     pub inclusive_corrected: Summary,
+    /// Self time with the probes' own cost removed.
     pub exclusive_corrected: Summary,
+}
+
+/// What was sent in each phase.
+#[derive(Clone, Copy, Debug, Default, Serialize, Deserialize)]
+pub struct TrafficCounts {
+    pub new_connections: u64,
+    pub miss_packets: u64,
+    pub established_packets: u64,
+    /// Sent in the transit-only phase (absent before version 2).
+    #[serde(default)]
+    pub transit_new_connections: u64,
+    #[serde(default)]
+    pub transit_established_packets: u64,
+}
+
+/// The lookup of a new connection, named for what it is in this mode.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct LookupFigure {
+    /// The call, e.g. `nft_do_chain kube-proxy chain nat-prerouting (PREROUTING)`.
+    pub what: String,
+    pub mechanism: Mechanism,
+    #[serde(flatten)]
+    pub summary: Summary,
 }
 
 impl Results {
@@ -188,9 +295,8 @@ impl Results {
                     hint: "pathcost report reads the results.json a sweep writes",
                 })
             }
-            // Version 1 lacks the transit and lookup figures, which read
-            // as absent (zero counts, no lookup); nothing else changed.
-            Some(v) if v.as_u64().is_some_and(|v| (1..=u64::from(SCHEMA_VERSION)).contains(&v)) => {}
+            // Older versions migrate through the fields' defaults.
+            Some(v) if v.as_u64().and_then(|v| u32::try_from(v).ok()).is_some_and(|v| READABLE_VERSIONS.contains(&v)) => {}
             Some(v) => return Err(LoadError::WrongVersion { path, found: v.to_string() }),
         }
         if object.contains_key("per_packet") && !object.contains_key("points") {
@@ -204,11 +310,9 @@ impl Results {
         serde_json::from_str(text).map_err(|source| LoadError::Schema { path, source })
     }
 
-    /// Converts the writer's own results (a sweep that just finished) into
-    /// the reader's, through the same JSON a file would hold.
-    pub fn from_sweep(results: &crate::sweep::results::SweepResults) -> Result<Results, LoadError> {
-        let text = serde_json::to_string(results).map_err(|source| LoadError::Schema { path: "(this sweep)".into(), source })?;
-        Results::parse(&text, "(this sweep)")
+    /// The file's text: pretty-printed, with a final newline.
+    pub fn to_json(&self) -> serde_json::Result<String> {
+        Ok(serde_json::to_string_pretty(self)? + "\n")
     }
 
     /// Modes in a stable order: the order `Mode::ALL` lists them.
@@ -313,32 +417,41 @@ mod tests {
         assert!(r.points.iter().all(|p| p.per_new_connection_raw.is_none()));
     }
 
-    /// The writer's schema and the reader's must agree field for field: a
-    /// field added to `sweep::results` and not here fails this test.
     #[test]
-    fn the_writers_results_read_back_unchanged() {
-        use crate::{probes::Backend, sweep::results as w};
+    fn interrupted_is_read_and_defaults_to_false_in_older_files() {
+        let full = std::fs::read_to_string(fixture("small.json")).unwrap();
+        let mut v: serde_json::Value = serde_json::from_str(&full).unwrap();
+        v.as_object_mut().unwrap().remove("interrupted");
+        assert!(!Results::parse(&v.to_string(), "r.json").unwrap().interrupted);
+        v["interrupted"] = serde_json::json!(true);
+        assert!(Results::parse(&v.to_string(), "r.json").unwrap().interrupted);
+    }
+
+    /// What a sweep writes reads back to the same text: no field is
+    /// written that the reader drops, or read under another name.
+    #[test]
+    fn written_results_read_back_unchanged() {
         let summary = Summary { count: 3, mean_ns: 12.5, p50_ns: 11, p90_ns: 20, p99_ns: 30, max_ns: 31 };
-        let written = w::SweepResults {
+        let written = Results {
             schema_version: SCHEMA_VERSION,
             tool: "pathcost test".into(),
             kernel: "6.12.0".into(),
-            settings: w::SweepSettings {
+            settings: Settings {
                 modes: vec![Mode::Nftables],
                 services: vec![10],
                 endpoints: 2,
-                protocols: vec!["udp"],
+                protocols: vec!["udp".into()],
                 connections: 5,
                 miss: 1,
                 established_flows: 1,
                 packets_per_flow: 2,
-                ipvs_scheduler: "rr",
-                backend: Backend::Auto,
+                ipvs_scheduler: "rr".into(),
+                backend: crate::probes::Backend::Auto.as_str().into(),
                 rate: 0,
                 seed: 1,
             },
-            skipped: vec![w::Skipped { mode: Mode::Ipvs, reason: "no ip_vs".into() }],
-            points: vec![w::Point {
+            skipped: vec![Skipped { mode: Mode::Ipvs, reason: "no ip_vs".into() }],
+            points: vec![Point {
                 mode: Mode::Nftables,
                 services: 10,
                 endpoints: 2,
@@ -348,14 +461,14 @@ mod tests {
                 program_ms: 1.5,
                 transit_new_connection: summary,
                 transit_established_packet: summary,
-                lookup_new_connection: Some(w::LookupFigure {
+                lookup_new_connection: Some(LookupFigure {
                     what: Mode::Nftables.lookup().describe(),
                     mechanism: crate::probes::Mechanism::Kprobe,
                     summary,
                 }),
-                sites: vec![crate::report::SiteRow {
-                    site: "nft_do_chain",
-                    hook: "PRE_ROUTING",
+                sites: vec![SiteRow {
+                    site: "nft_do_chain".into(),
+                    hook: "PRE_ROUTING".into(),
                     table: "kube-proxy".into(),
                     chain: "nat-prerouting".into(),
                     verdict: "STOLEN".into(),
@@ -365,11 +478,11 @@ mod tests {
                     exclusive_corrected: summary,
                 }],
                 per_new_connection: summary,
-                per_new_connection_raw: summary,
+                per_new_connection_raw: Some(summary),
                 per_established_packet: summary,
-                per_established_packet_raw: summary,
+                per_established_packet_raw: Some(summary),
                 per_miss_packet: summary,
-                per_miss_packet_raw: summary,
+                per_miss_packet_raw: Some(summary),
                 traffic: TrafficCounts {
                     new_connections: 5,
                     miss_packets: 1,
@@ -386,9 +499,15 @@ mod tests {
                     calls: 1000,
                 }],
             }],
+            interrupted: true,
         };
-        let as_written = serde_json::to_value(&written).unwrap();
-        let read = Results::from_sweep(&written).unwrap();
-        assert_eq!(serde_json::to_value(&read).unwrap(), as_written);
+        let text = written.to_json().unwrap();
+        assert!(text.contains("\"backend\": \"auto\""), "{text}");
+        let read = Results::parse(&text, "r.json").unwrap();
+        assert_eq!(read.to_json().unwrap(), text);
+        // `settings.backend` is written by name: the same name serde gives.
+        for b in <crate::probes::Backend as clap::ValueEnum>::value_variants() {
+            assert_eq!(serde_json::to_string(b).unwrap(), format!("\"{}\"", b.as_str()));
+        }
     }
 }
