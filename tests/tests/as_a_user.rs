@@ -40,7 +40,7 @@ const DETECT_KEYS: [&str; 9] = [
     "probe_sites",
 ];
 /// `trace --format json`'s top-level keys (README, "trace --format json").
-const TRACE_KEYS: [&str; 10] = [
+const TRACE_KEYS: [&str; 12] = [
     "schema_version",
     "kernel",
     "duration_s",
@@ -51,6 +51,8 @@ const TRACE_KEYS: [&str; 10] = [
     "in_kernel",
     "losses",
     "self_cost",
+    "program_run",
+    "collection",
 ];
 
 fn scratch(test: &str) -> PathBuf {
