@@ -8,7 +8,7 @@
 //!   client (every `counter` family and every histogram's buckets, count
 //!   and sum), and no such series disappears;
 //! - resident memory stays flat: VmRSS at the end is within
-//!   [`RSS_GROWTH_BOUND_KIB`] of VmRSS once the load is warm.
+//!   [`RSS_GROWTH_BOUND_KIB`] of VmRSS at half the load.
 //!
 //! Serve runs as in tests/tests/serve.rs (whose helpers live in
 //! `pathcost_tests::serve`): function probes in the VM, the tracepoint
@@ -49,9 +49,11 @@ const LOAD_HOST: Duration = Duration::from_secs(20);
 /// Pause between one client's scrapes: 32 clients make up to 640 scrapes
 /// a second, far more than any real deployment asks for.
 const SCRAPE_PAUSE: Duration = Duration::from_millis(50);
-/// When the starting VmRSS is read: by then every client has scraped and
-/// traffic flows, so tokio's workers, the allocator's per-thread arenas
-/// and the per-call series exist; what grows after is a leak.
+/// When the first VmRSS sample is taken: by then every client has scraped
+/// and traffic flows. The figure compared is taken at half the load, when
+/// tokio's workers, the allocator's per-thread arenas and the per-call
+/// series exist even under TCG (at five seconds they were still growing in
+/// the VM: 83 to 93 MiB); what grows after is a leak.
 const WARM_UP: Duration = Duration::from_secs(5);
 /// Most VmRSS may grow from the warm mark to the end, in KiB: 4 MiB
 /// (measured on the build host: 12 KiB at the peak, 0 at the end).
@@ -165,13 +167,23 @@ fn serve_answers_every_scrape_of_32_clients_with_counters_monotonic_and_memory_f
             move || client(id, topo, address, stop)
         })).collect();
         std::thread::sleep(WARM_UP);
-        let rss_warm = vm_rss_kib(pid);
+        let mut rss_warm = vm_rss_kib(pid);
         let mut rss_peak = rss_warm;
+        let mut samples = vec![rss_warm];
         while started.elapsed() < load {
             std::thread::sleep(Duration::from_secs(1));
-            rss_peak = rss_peak.max(vm_rss_kib(pid));
+            let now = vm_rss_kib(pid);
+            rss_peak = rss_peak.max(now);
+            samples.push(now);
+            // Under TCG five seconds are a few hundred scrapes, and the
+            // allocator's arenas are still growing towards their high-water
+            // mark; the second half of the load is the one that must be flat.
+            if started.elapsed() <= load / 2 {
+                rss_warm = now;
+            }
         }
         let rss_end = vm_rss_kib(pid);
+        eprintln!("serve_load: VmRSS every second (KiB): {samples:?}");
         stop.store(true, Ordering::Relaxed);
         let tallies: Vec<ClientTally> = clients.into_iter().map(|c| c.join().unwrap()).collect();
         (tallies, traffic.join().unwrap(), rss_warm, rss_peak, rss_end)
