@@ -63,6 +63,10 @@ pub fn vm_tests(ws: &Workspace, release: bool) -> Result<Vec<TestBinary>> {
         }
         tests.push(TestBinary { name, path });
     }
+    // By name: cargo reports artifacts in the order its jobs finish, which
+    // varies between builds, and the VM suite runs its binaries in this
+    // order. A fixed order makes one CI run repeat the last.
+    tests.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(tests)
 }
 
