@@ -52,6 +52,23 @@ pub fn ifindex(dev: &str) -> Result<u32> {
 /// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
 const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
 
+/// What `trace` and `serve` filter packets by, from their `--netns`,
+/// `--device` and `--egress-device`: the namespace inode (if given) and
+/// the tracepoint spans' filter (0 where a flag is absent).
+pub fn packet_filter(
+    netns: Option<&Path>,
+    device: Option<&str>,
+    egress_device: Option<&str>,
+) -> Result<(Option<u32>, tracer::probes::attach::BracketFilter)> {
+    let netns = netns.map(netns_inode).transpose()?;
+    let filter = tracer::probes::attach::BracketFilter {
+        ifindex: device.map(ifindex).transpose()?.unwrap_or(0),
+        netns: netns.unwrap_or(0),
+        egress_ifindex: egress_device.map(ifindex).transpose()?.unwrap_or(0),
+    };
+    Ok((netns, filter))
+}
+
 /// Inode of a network namespace file, which is what the probes record.
 ///
 /// The file must be a network namespace: any other file has an inode too,

@@ -12,13 +12,13 @@ use tracer::{
         live::{self, ServeOptions},
     },
     probes::{
-        attach::{AttachRequest, BracketFilter},
+        attach::AttachRequest,
         Backend, SiteList, SITES,
     },
     trace::StopSignals,
 };
 
-use super::{ifindex, netns_inode, parse_duration};
+use super::{packet_filter, parse_duration};
 
 /// Keep the probes attached and serve Prometheus metrics.
 ///
@@ -97,18 +97,13 @@ fn parse_kube_proxy_address(s: &str) -> Result<KubeProxyAddress, String> {
         .map_err(|_| format!("'{s}' is not an address such as 127.0.0.1:10249 or [::1]:10249 (or 'none')"))
 }
 
-// The two look-ups below are the same as `trace`'s.
 
 pub async fn run(args: Args) -> Result<()> {
     let mut signals = StopSignals::install()?;
     let explicit = args.sites.is_some();
     let sites = args.sites.map_or_else(|| SITES.iter().filter(|s| s.default).collect(), |l| l.0);
-    let netns = args.netns.as_deref().map(netns_inode).transpose()?;
-    let bracket = BracketFilter {
-        ifindex: args.device.as_deref().map(ifindex).transpose()?.unwrap_or(0),
-        netns: netns.unwrap_or(0),
-        egress_ifindex: args.egress_device.as_deref().map(ifindex).transpose()?.unwrap_or(0),
-    };
+    let (netns, bracket) =
+        packet_filter(args.netns.as_deref(), args.device.as_deref(), args.egress_device.as_deref())?;
     let options = ServeOptions {
         request: AttachRequest {
             sites,

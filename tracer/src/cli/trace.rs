@@ -5,14 +5,14 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::Result;
 use tracer::{
     probes::{
-        attach::{AttachRequest, BracketFilter},
+        attach::AttachRequest,
         Backend, SiteList, SITES,
     },
     report::{self, Collection, Format, TraceReport},
     trace::{Session, SessionOptions, StopSignals},
 };
 
-use super::{check_outputs, ifindex, netns_inode, parse_duration, write_output};
+use super::{check_outputs, packet_filter, parse_duration, write_output};
 
 /// Attach to the live kernel and time real traffic.
 ///
@@ -88,12 +88,8 @@ pub async fn run(args: Args) -> Result<()> {
     let explicit = args.sites.is_some();
     let sites = args.sites.map_or_else(|| SITES.iter().filter(|s| s.default).collect(), |l| l.0);
     let interval = (!args.interval.is_zero()).then_some(args.interval);
-    let netns = args.netns.as_deref().map(netns_inode).transpose()?;
-    let bracket = BracketFilter {
-        ifindex: args.device.as_deref().map(ifindex).transpose()?.unwrap_or(0),
-        netns: netns.unwrap_or(0),
-        egress_ifindex: args.egress_device.as_deref().map(ifindex).transpose()?.unwrap_or(0),
-    };
+    let (netns, bracket) =
+        packet_filter(args.netns.as_deref(), args.device.as_deref(), args.egress_device.as_deref())?;
     let mut session = Session::start(&SessionOptions {
         request: AttachRequest {
             sites,
