@@ -97,7 +97,6 @@ fn parse_kube_proxy_address(s: &str) -> Result<KubeProxyAddress, String> {
         .map_err(|_| format!("'{s}' is not an address such as 127.0.0.1:10249 or [::1]:10249 (or 'none')"))
 }
 
-
 pub async fn run(args: Args) -> Result<()> {
     let mut signals = StopSignals::install()?;
     let explicit = args.sites.is_some();
