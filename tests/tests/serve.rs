@@ -70,6 +70,19 @@ fn scrape_after(
     loop {
         let now = scrape(topo, address);
         let grown = now.sum(name, series) - start;
+        if Instant::now() > deadline && grown < by {
+            // What did arrive, and under which labels: the series that was
+            // waited for may have been counted under others.
+            eprintln!("after 60 s, {grown} of {by}; every per-call count:");
+            for (labels, value) in now.matching(name, &[]) {
+                eprintln!("  {labels:?} {value}");
+            }
+            for family in ["pathcost_probe_events_total", "pathcost_events_lost_total", "pathcost_kernel_call_duration_seconds_count"] {
+                for (labels, value) in now.matching(family, &[]) {
+                    eprintln!("  {family} {labels:?} {value}");
+                }
+            }
+        }
         if grown >= by || Instant::now() > deadline {
             // A moment more, so a count that overshoots shows up.
             std::thread::sleep(Duration::from_millis(500));
