@@ -111,6 +111,13 @@ pub struct TracerCost {
     pub program_run_ns_per_call: Option<f64>,
     /// Calls the tracer recorded in the phase (none for the floor).
     pub calls_recorded: Option<u64>,
+    /// The per-call correction calibrated in the path (pathcost's phases
+    /// only): the floor's added transit per call (the mechanism's own cost,
+    /// measured on the probed functions themselves) plus the run time this
+    /// tracer's programs spend beyond the floor's empty ones. Set against
+    /// `added_ns_per_transit_call` it shows what such a correction would
+    /// leave unexplained; the getppid pair is `calibrated_pair_ns_per_call`.
+    pub path_correction_ns_per_call: Option<f64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -458,15 +465,20 @@ pub async fn run(backend: Backend, services: u32, packets: u32) -> Result<BenchR
                 floor_multiple: None,
                 program_run_ns_per_call: (s.run_calls > 0).then(|| s.run_weighted / s.run_calls as f64),
                 calls_recorded: ((*tracer)? != Tracer::Floor).then_some(s.calls),
+                path_correction_ns_per_call: None,
             })
         })
         .collect();
     // Ratios from the transit: in-kernel time, robust to the sender's scheduling.
     let per_call = |t: Tracer, all: &[TracerCost]| all.iter().find(|c| c.tracer == t).map(|c| c.added_ns_per_transit_call);
     let (bpftrace_call, floor_call) = (per_call(Tracer::Bpftrace, &tracers), per_call(Tracer::Floor, &tracers));
+    let floor_programs = tracers.iter().find(|c| c.tracer == Tracer::Floor).and_then(|c| c.program_run_ns_per_call);
     for t in &mut tracers {
         t.ratio_to_bpftrace = bpftrace_call.map(|b| t.added_ns_per_transit_call / b);
         t.floor_multiple = floor_call.map(|f| t.added_ns_per_transit_call / f);
+        if matches!(t.tracer, Tracer::PathcostEvents | Tracer::PathcostAggregate) {
+            t.path_correction_ns_per_call = path_correction(floor_call, floor_programs, t.program_run_ns_per_call);
+        }
     }
     let calibrated_pair_ns_per_call = calibrated_per_call(&self_cost, &program_run);
     Ok(BenchReport {
@@ -486,6 +498,14 @@ pub async fn run(backend: Backend, services: u32, packets: u32) -> Result<BenchR
         tracers,
         flood,
     })
+}
+
+/// A correction calibrated in the path: the floor's added cost per call
+/// (entry and exit mechanism plus empty programs, on the probed functions)
+/// and the tracer's programs' run time above the empty programs'. `None`
+/// unless all three were measured.
+fn path_correction(floor_added: Option<f64>, floor_programs: Option<f64>, programs: Option<f64>) -> Option<f64> {
+    Some(floor_added? + (programs? - floor_programs?).max(0.0))
 }
 
 /// The getppid pair cost of each site's mechanism, weighted by the site's
@@ -530,4 +550,20 @@ async fn flood_one(tracer: Tracer, backend: Backend, cluster: &Cluster, packets:
         lost: rec.lost,
         losses: rec.losses,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::path_correction;
+
+    #[test]
+    fn path_correction_adds_the_floor_and_the_programs_above_it() {
+        // Floor: 1,260 ns added per call, 193 ns of it in its empty programs;
+        // pathcost's programs 1,223 ns: 1,030 ns more body than the floor.
+        assert_eq!(path_correction(Some(1260.0), Some(193.0), Some(1223.0)), Some(2290.0));
+        // Programs cheaper than the empty ones (noise): never below the floor.
+        assert_eq!(path_correction(Some(1260.0), Some(193.0), Some(150.0)), Some(1260.0));
+        assert_eq!(path_correction(None, Some(193.0), Some(1223.0)), None);
+        assert_eq!(path_correction(Some(1260.0), None, Some(1223.0)), None);
+    }
 }

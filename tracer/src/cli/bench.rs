@@ -119,6 +119,22 @@ fn table(r: &BenchReport) -> String {
             opt(added(Tracer::Floor), 0),
         );
     }
+    // What each correction removes per call against what was measured to
+    // be added in the path: the rest is what it would leave in the
+    // corrected figures.
+    for t in r.tracers.iter().filter(|t| t.path_correction_ns_per_call.is_some()) {
+        let added = t.added_ns_per_transit_call;
+        let share = |c: f64| if added > 0.0 { format!("{:.0}%", 100.0 * c / added) } else { "-".to_owned() };
+        let path = t.path_correction_ns_per_call.unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "correction per call, {}: measured added {added:.0} ns; in the path (floor + programs above the floor's) {path:.0} ns = {}; getppid pair {} = {}",
+            t.tracer,
+            share(path),
+            opt(r.calibrated_pair_ns_per_call, 0),
+            r.calibrated_pair_ns_per_call.map_or_else(|| "-".to_owned(), share),
+        );
+    }
     for p in &r.program_run {
         let _ = writeln!(out, "program run time: {} and its exit, {:.0} ns per call over {} calls", p.entry, p.ns_per_call, p.calls);
     }
