@@ -198,8 +198,14 @@ fn serve_answers_every_scrape_of_32_clients_with_counters_monotonic_and_memory_f
         started.elapsed().as_secs_f64(),
         sent.packets,
     );
-    // Every client kept being answered, not just the lucky ones.
-    assert!(fewest >= 10, "a client got only {fewest} scrapes answered in {load:?}: {tallies:?}");
+    // Every client kept being answered, not just the lucky ones: fairness,
+    // not throughput (a loaded TCG host answered 250 scrapes in a minute,
+    // an idle one over 1,800), so the fewest is held against the mean.
+    let mean = scrapes as f64 / tallies.len() as f64;
+    assert!(
+        fewest >= 3 && fewest as f64 >= mean / 3.0,
+        "a client got only {fewest} scrapes answered in {load:?} (mean {mean:.1}): {tallies:?}"
+    );
     assert!(sent.packets > 0, "no traffic flowed");
     assert!(
         rss_end <= rss_warm + RSS_GROWTH_BOUND_KIB,
