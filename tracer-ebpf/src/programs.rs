@@ -63,6 +63,10 @@ static NAMES: HashMap<u64, CallNames> = HashMap::with_max_entries(1024, 0);
 /// `bpf_map_update_elem` flag: insert only if the key is absent.
 const BPF_NOEXIST: u64 = 1;
 
+/// Longer than any probed call lasts, even under TCG on a loaded host (they
+/// take micro- to milliseconds): a frame open this long lost its exit.
+const STALE_FRAME_NS: u64 = 1_000_000_000;
+
 /// 4 MiB: about 37,000 events in flight. Userspace may resize it.
 #[map]
 static EVENTS: RingBuf = RingBuf::with_byte_size(4 << 20, 0);
@@ -307,7 +311,21 @@ fn on_entry<A: Args + EbpfContext>(ctx: &A, site: SiteId) -> u32 {
         return 0;
     };
     let stack = unsafe { &mut *stack };
-    let depth = stack.depth as usize;
+    let mut depth = stack.depth as usize;
+    if depth >= MAX_DEPTH {
+        // A full stack whose newest frame is older than any probed call can
+        // last holds only frames whose exits will never come (an exit probe
+        // missed or not yet attached): drop them, counted, rather than stay
+        // full and leave every later call on this CPU unmatched. Checked
+        // only here, so a call in the normal path reads no extra clock.
+        let top = frame_at(&mut stack.frames, MAX_DEPTH - 1).start_ns;
+        // SAFETY: a helper with no arguments.
+        let now = unsafe { bpf_ktime_get_ns() };
+        if now.saturating_sub(top) > STALE_FRAME_NS {
+            count_n(Counter::OrphanedFrames, MAX_DEPTH as u64);
+            depth = 0;
+        }
+    }
     if depth >= MAX_DEPTH {
         count(Counter::DepthOverflows);
         // Rare and worth a line with the details: which site nested too

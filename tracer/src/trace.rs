@@ -97,6 +97,13 @@ impl LiveProbes {
                     events.drain(|_| {});
                 }
             }
+            // A calibration kprobe is attached entry first: a call of its
+            // target from any process between the two attachments left a
+            // frame whose exit never comes, and once calibration is
+            // detached nothing pops it. Enough of them on one CPU fill its
+            // stack and every later call there goes unmatched (seen on 6.1:
+            // half the exits unmatched, no event from the traffic's CPU).
+            crate::probes::attach::clear_call_stacks(&mut probes.ebpf)?;
         }
         let corrections = calibration::Corrections::new(costs, &attached);
         Ok(LiveProbes { probes, maps, events, aggregating, corrections })
