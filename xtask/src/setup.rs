@@ -53,9 +53,26 @@ pub fn pins() -> Result<EbpfToolchain> {
 pub fn run() -> Result<()> {
     let pins = pins()?;
     apt_packages(&pins)?;
+    userspace_clippy()?;
     ebpf_toolchain(&pins)?;
     bpf_linker(&pins)?;
     Ok(())
+}
+
+/// clippy on the userspace toolchain, the one pinned in rust-toolchain.toml
+/// (xtask runs on it, so `rustup` here resolves to it). `.ci/run`'s
+/// `rustup toolchain install` installs the components that file lists with
+/// a toolchain it installs; a machine whose image already has the pinned
+/// release with the minimal profile would still lack clippy.
+fn userspace_clippy() -> Result<()> {
+    let installed = cmd::output(Command::new("rustup").args(["component", "list", "--installed"]))
+        .context("rustup is needed to add clippy to the userspace toolchain")?;
+    if installed.status.success() && has_component(&String::from_utf8_lossy(&installed.stdout), "clippy") {
+        println!("setup: clippy for the userspace toolchain ... present");
+        return Ok(());
+    }
+    println!("setup: clippy for the userspace toolchain ... installing");
+    cmd::run(Command::new("rustup").args(["component", "add", "clippy"]))
 }
 
 fn apt_packages(pins: &EbpfToolchain) -> Result<()> {
