@@ -161,7 +161,9 @@ fn start_until(args: &[&str], ready: impl Fn(&str) -> bool) -> (Child, String, s
             return (child, seen, rest);
         }
     }
-    panic!("pathcost ended before it was ready: {seen}");
+    // Its stderr closed: it has exited, or is about to; reap it.
+    let status = child.wait();
+    panic!("pathcost ended before it was ready ({status:?}): {seen}");
 }
 
 fn send(child: &Child, signal: libc::c_int) {

@@ -24,6 +24,7 @@
 //!   calibration does, read it too low: the script's filter does real work
 //!   here, and IPVS came out 13% high);
 //! - pathcost holds two bpftrace pairs, which are taken off its mean.
+//!
 //! Comparing within one run keeps the machine's load (which moves TCG
 //! timings by tens of percent between runs) out of the comparison.
 

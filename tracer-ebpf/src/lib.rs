@@ -503,17 +503,43 @@ const _: () = assert!(log_linear_bounds(LOG_LINEAR_BUCKETS - 1).0 < (1u64 << (LO
 const _: () = assert!(core::mem::size_of::<CallEvent>() == 128);
 const _: () = assert!(core::mem::size_of::<SiteHistogram>() == (HIST_BUCKETS + 4) * 8);
 const _: () = assert!(MAX_DEPTH.is_power_of_two());
+// No implicit padding in the types userspace reads or writes as bytes: each
+// is the sum of its fields (an uninitialised padding byte would make
+// `aya::Pod` unsound).
+const _: () = assert!(core::mem::size_of::<BracketConfig>() == 4 * 2 + 4 * 4);
+const _: () = assert!(
+    core::mem::size_of::<ProbeConfig>()
+        == SITE_COUNT * core::mem::size_of::<SiteLayout>() + 4 * 2 + 4 + core::mem::size_of::<BracketConfig>()
+);
+const _: () = assert!(core::mem::size_of::<CallStack>() == 3 * 8 + MAX_DEPTH * core::mem::size_of::<Frame>());
+const _: () = assert!(core::mem::size_of::<CallNames>() == 2 * NAME_LEN);
 
 #[cfg(feature = "user")]
 mod pod {
-    // SAFETY: all of these are #[repr(C)], Copy, with explicit padding and
-    // only integer fields, so every bit pattern is valid.
+    //! `aya::Pod`: the types userspace copies to and from maps and globals
+    //! as bytes. Each is `#[repr(C)]` and `Copy`, has only integer (and
+    //! integer array) fields, so every bit pattern is a valid value, and has
+    //! no implicit padding (its size check above), so no byte is uninitialised.
+
+    // SAFETY: integer fields, SiteLayout and BracketConfig (themselves integer
+    // fields with explicit `_pad`s); no padding per the ProbeConfig size check.
     unsafe impl aya::Pod for super::ProbeConfig {}
+    // SAFETY: integer and byte-array fields with an explicit `_pad`; exactly
+    // 128 bytes per its size check, the sum of its fields.
     unsafe impl aya::Pod for super::CallEvent {}
+    // SAFETY: u64 fields only, so no padding (size check: HIST_BUCKETS + 4 words).
     unsafe impl aya::Pod for super::SiteHistogram {}
+    // SAFETY: integer fields with an explicit `_pad`; 24 bytes per its size
+    // check, the sum of its fields. Used as a hash key, so no padding byte
+    // may vary between two equal keys either.
     unsafe impl aya::Pod for super::AggregateKey {}
+    // SAFETY: u64 fields only, so no padding (size check: LOG_LINEAR_BUCKETS + 6 words).
     unsafe impl aya::Pod for super::AggregateHistogram {}
+    // SAFETY: two byte arrays, no padding (size check: 2 * NAME_LEN).
     unsafe impl aya::Pod for super::CallNames {}
+    // SAFETY: u32 depth with an explicit `_pad`, two u64 counters and Frames
+    // (integer fields, explicit `_pad`, 128 bytes each); no padding per its
+    // size check.
     unsafe impl aya::Pod for super::CallStack {}
 }
 

@@ -5,6 +5,29 @@
 //! arguments are read (pt_regs for kprobes, the BTF argument array for
 //! fentry/fexit). What each argument means on this kernel comes from the
 //! `CONFIG` global that userspace fills from BTF before loading.
+//!
+//! Why the unsafe blocks are sound, in two recurring cases (each block's
+//! `// SAFETY:` line names its case and what is particular to it):
+//!
+//! - **Per-CPU map slots.** A pointer from `get_ptr_mut`/`get_ptr` on a
+//!   per-CPU map is non-null (the lookup returned `Some`), aligned, and
+//!   points into this CPU's copy of the value, which stays allocated for
+//!   the whole program run; the verifier checks every access through it
+//!   against the value's size. The kernel runs at most one kprobe or
+//!   tracepoint program at a time per CPU (`bpf_prog_active`) and skips a
+//!   program that would re-enter itself (counted as a recursion miss), so
+//!   the slot is not written under our feet by our own programs of those
+//!   kinds; an fentry program of another site arriving from an interrupt
+//!   could interleave, which at worst skews one figure (the depth and
+//!   index masks keep every access in bounds), never touches memory
+//!   outside the slot.
+//! - **Kernel memory reads.** `bpf_probe_read_kernel` and its string form
+//!   copy through the kernel's fault-tolerant copy: an address that is bad
+//!   (a layout offset that does not fit this kernel, a freed object) makes
+//!   the helper fail, and the read returns a default, instead of faulting.
+//!   The program never dereferences a kernel address itself, and the
+//!   values read are plain integers or bytes, for which every bit pattern
+//!   is valid.
 
 use aya_ebpf::{
     helpers::{
@@ -78,7 +101,11 @@ const BPF_RB_NO_WAKEUP: u64 = 1;
 fn config() -> &'static ProbeConfig {
     // Volatile so the compiler does not fold the placeholder value in: the
     // loader rewrites this global in the object before load.
-    unsafe { &*core::ptr::read_volatile(&&CONFIG) }
+    // SAFETY: `&&CONFIG` is a valid, aligned reference to a `&ProbeConfig`
+    // that points at the static itself; the volatile read yields that same
+    // reference, and the static lives as long as the program and is never
+    // written while it runs (only the loader rewrites it, before load).
+    unsafe { core::ptr::read_volatile(&&CONFIG) }
 }
 
 #[inline(always)]
@@ -89,6 +116,9 @@ fn count(counter: Counter) {
 #[inline(always)]
 fn count_n(counter: Counter, n: u64) {
     if let Some(c) = COUNTERS.get_ptr_mut(counter as u32) {
+        // SAFETY: this CPU's slot of the per-CPU COUNTERS array, found by a
+        // lookup at a `Counter` index below COUNTER_COUNT (per-CPU map slots,
+        // module header); updated through the raw pointer, no reference kept.
         unsafe { *c += n };
     }
 }
@@ -107,7 +137,9 @@ impl Args for ProbeContext {
     #[inline(always)]
     fn arg_at(&self, n: i8) -> u64 {
         let regs = self.regs;
-        // SAFETY: regs is the kprobe's pt_regs context, valid for the call.
+        // SAFETY: `regs` is the pt_regs the kernel handed this kprobe program
+        // as its context, readable for the whole run: what `arg_registers`
+        // requires.
         let [a0, a1, a2, a3, a4] = unsafe { arg_registers(regs) };
         match n {
             0 => a0,
@@ -120,10 +152,19 @@ impl Args for ProbeContext {
     }
 }
 
+/// The first five argument registers.
+///
+/// # Safety
+///
+/// `regs` must be the program's own pt_regs context.
 #[cfg(bpf_target_arch = "x86_64")]
 #[inline(always)]
 unsafe fn arg_registers(regs: *const aya_ebpf::bindings::pt_regs) -> [u64; 5] {
     use core::ptr::{addr_of, read_volatile};
+    // SAFETY: `regs` is the context pointer (the caller's contract);
+    // `addr_of!` takes each field's address without making a reference, and
+    // each read is a u64 at that field's constant offset, the only kind of
+    // context access the verifier accepts.
     unsafe {
         [
             read_volatile(addr_of!((*regs).rdi)),
@@ -135,10 +176,17 @@ unsafe fn arg_registers(regs: *const aya_ebpf::bindings::pt_regs) -> [u64; 5] {
     }
 }
 
+/// The first five argument registers.
+///
+/// # Safety
+///
+/// `regs` must be the program's own pt_regs context.
 #[cfg(bpf_target_arch = "aarch64")]
 #[inline(always)]
 unsafe fn arg_registers(regs: *const aya_ebpf::bindings::user_pt_regs) -> [u64; 5] {
     use core::ptr::{addr_of, read_volatile};
+    // SAFETY: as on x86_64: the context pointer, read field by field at
+    // constant offsets (`regs[0]` to `regs[4]`) without making a reference.
     unsafe {
         [
             read_volatile(addr_of!((*regs).regs[0])),
@@ -158,7 +206,11 @@ fn func_arg(ctx: *mut core::ffi::c_void, n: i8) -> u64 {
         return 0;
     }
     let mut value = 0u64;
-    // SAFETY: ctx is the tracing program's context.
+    // SAFETY: `ctx` is this fentry/fexit program's own context, the one the
+    // helper expects (it reads the arguments the trampoline saved beside
+    // it); the helper checks `n` against the traced function's argument
+    // count and fails instead of reading past them; `value` is a live local
+    // u64 it writes once.
     let ret = unsafe { aya_ebpf::helpers::generated::bpf_get_func_arg(ctx, n as u32, &mut value) };
     if ret == 0 { value } else { 0 }
 }
@@ -183,7 +235,8 @@ impl Args for FExitContext {
 /// whose lower bound the verifier cannot see); the mask then bounds it.
 #[inline(always)]
 fn frame_at(frames: &mut [Frame; MAX_DEPTH], idx: usize) -> &mut Frame {
-    // SAFETY: reading a local.
+    // SAFETY: `&idx` is a reference to a live local usize, so valid and
+    // aligned for the read; the volatile read only hides its value from LLVM.
     let idx = unsafe { core::ptr::read_volatile(&idx) } & (MAX_DEPTH - 1);
     &mut frames[idx]
 }
@@ -193,16 +246,22 @@ fn read_u64(addr: u64) -> u64 {
     if addr == 0 {
         return 0;
     }
+    // SAFETY: a kernel memory read (module header): a bad `addr` is an
+    // error turned into 0, and any 8 bytes are a valid u64.
     unsafe { bpf_probe_read_kernel(addr as *const u64) }.unwrap_or(0)
 }
 
 #[inline(always)]
 fn read_u32(addr: u64) -> u32 {
+    // SAFETY: a kernel memory read (module header): a bad `addr`, including
+    // 0, is an error turned into 0, and any 4 bytes are a valid u32.
     unsafe { bpf_probe_read_kernel(addr as *const u32) }.unwrap_or(0)
 }
 
 #[inline(always)]
 fn read_u8(addr: u64) -> u8 {
+    // SAFETY: a kernel memory read (module header): a bad `addr` is an
+    // error turned into HOOK_UNKNOWN; any byte is a valid u8.
     unsafe { bpf_probe_read_kernel(addr as *const u8) }.unwrap_or(HOOK_UNKNOWN)
 }
 
@@ -213,6 +272,9 @@ fn read_name(addr: u64, is_ptr: u8, out: &mut [u8; NAME_LEN]) {
     out[0] = 0;
     let src = if is_ptr != 0 { read_u64(addr) } else { addr };
     if src != 0 {
+        // SAFETY: a kernel memory read (module header): the helper copies at
+        // most `out.len()` bytes into `out`, an array we hold by `&mut`, and
+        // fails on a bad `src`, leaving the empty name written above.
         let _ = unsafe { bpf_probe_read_kernel_str_bytes(src as *const u8, out) };
     }
 }
@@ -226,7 +288,8 @@ fn read_names(site: usize, obj: u64, name: &mut [u8; NAME_LEN], table: &mut [u8;
     // LLVM knows a SiteId is below SITE_COUNT and drops the check; the
     // verifier does not, so the index is read through a volatile load to
     // keep the bound check it needs.
-    // SAFETY: reading a local.
+    // SAFETY: `&site` is a reference to a live local usize, valid and
+    // aligned for the read.
     let site = unsafe { core::ptr::read_volatile(&site) };
     if obj == 0 || site >= SITE_COUNT {
         return;
@@ -283,8 +346,9 @@ fn attribute<A: Args>(ctx: &A, site: usize, parent: Option<&Frame>) -> Attributi
     } else if state != 0 && cfg.state_hook_off != NO_OFFSET {
         if cfg.state_pf_off == cfg.state_hook_off + 1 {
             // Adjacent (they are, in every kernel so far): one read for both.
-            // SAFETY: bpf_probe_read_kernel checks the address and fails
-            // cleanly on a bad one.
+            // SAFETY: a kernel memory read (module header) of the two bytes
+            // at `hook` in the call's `nf_hook_state`; a bad address fails
+            // and reads as an unknown hook; any 2 bytes are a valid u16.
             let both: u16 = unsafe { bpf_probe_read_kernel((state + cfg.state_hook_off as u64) as *const u16) }
                 .unwrap_or(u16::from_le_bytes([HOOK_UNKNOWN, 0]));
             [hook, pf] = both.to_le_bytes();
@@ -310,6 +374,9 @@ fn on_entry<A: Args + EbpfContext>(ctx: &A, site: SiteId) -> u32 {
     let Some(stack) = CALL_STACK.get_ptr_mut(0) else {
         return 0;
     };
+    // SAFETY: this CPU's CALL_STACK slot (per-CPU map slots, module header);
+    // the one reference to it in this run. Frames are reached through
+    // `frame_at`, whose mask keeps the index below MAX_DEPTH.
     let stack = unsafe { &mut *stack };
     let mut depth = stack.depth as usize;
     if depth >= MAX_DEPTH {
@@ -371,6 +438,8 @@ fn on_entry<A: Args + EbpfContext>(ctx: &A, site: SiteId) -> u32 {
     stack.depth = (depth + 1) as u32;
     stack.entries += 1;
     // Take the time last, so the work above is not charged to the call.
+    // SAFETY: bpf_ktime_get_ns takes no argument and touches no memory of
+    // ours (aya marks every helper unsafe).
     frame.start_ns = unsafe { bpf_ktime_get_ns() };
     0
 }
@@ -379,10 +448,14 @@ fn on_entry<A: Args + EbpfContext>(ctx: &A, site: SiteId) -> u32 {
 /// (fexit); 0 when it cannot (kretprobe), then only the site id is checked.
 #[inline(always)]
 fn on_exit<C: EbpfContext>(ctx: &C, site: SiteId, skb: u64, ret: i64) -> u32 {
+    // SAFETY: bpf_ktime_get_ns takes no argument and touches no memory of ours.
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(stack) = CALL_STACK.get_ptr_mut(0) else {
         return 0;
     };
+    // SAFETY: this CPU's CALL_STACK slot (per-CPU map slots, module header),
+    // the same one the entry program pushed on; the one reference to it in
+    // this run, indexed only through `frame_at`'s mask.
     let stack = unsafe { &mut *stack };
     let depth = stack.depth as usize;
     if depth == 0 || depth > MAX_DEPTH {
@@ -454,6 +527,9 @@ fn record_call(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i6
         return;
     }
     if let Some(h) = HISTOGRAMS.get_ptr_mut(histogram_index(site as u32, frame.hook)) {
+        // SAFETY: this CPU's slot of the per-CPU HISTOGRAMS array (per-CPU map
+        // slots, module header); `histogram_index` can exceed the array only
+        // for a bad site, and then the lookup returns None instead.
         let h = unsafe { &mut *h };
         let bucket = log2(duration);
         let bucket = if bucket >= HIST_BUCKETS { HIST_BUCKETS - 1 } else { bucket };
@@ -472,6 +548,13 @@ fn record_call(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i6
     match EVENTS.reserve::<CallEvent>(0) {
         Some(mut entry) => {
             let ev = entry.as_mut_ptr();
+            // SAFETY: `ev` points to a ring buffer record of
+            // size_of::<CallEvent>() bytes that `reserve` gave this program
+            // alone until it submits it; fields are written through the raw
+            // pointer (no reference to the uninitialised record is made), and
+            // every field, padding included, is written, so no stale kernel
+            // byte reaches userspace. bpf_get_smp_processor_id has no
+            // preconditions.
             unsafe {
                 (*ev).duration_ns = duration;
                 (*ev).self_ns = self_ns;
@@ -502,6 +585,11 @@ fn record_call(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i6
 /// Adds one call to its key's log-linear histogram on this CPU; a new key
 /// gets its names read into `NAMES` (once, whichever CPU sees it first).
 #[inline(always)]
+#[expect(
+    clippy::needless_borrows_for_generic_args,
+    reason = "by value, the map helpers would copy keys and values onto the 512-byte BPF stack first \
+              (an AggregateHistogram alone is 3.9 KiB)"
+)]
 fn aggregate(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i64) {
     let key = AggregateKey {
         site: site as u16,
@@ -522,7 +610,9 @@ fn aggregate(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i64)
                 let _ = NAMES.insert(&frame.name_obj, &names, BPF_NOEXIST);
             }
             let Some(zero) = ZERO_AGGREGATE.get_ptr(0) else { return };
-            // SAFETY: this CPU's slot of a per-CPU array, never written.
+            // SAFETY: this CPU's slot of ZERO_AGGREGATE (per-CPU map slots,
+            // module header), which no program ever writes: a shared
+            // reference to all-zero integers, read once by the insert.
             let inserted = AGGREGATES.insert(&key, unsafe { &*zero }, BPF_NOEXIST);
             match (inserted, AGGREGATES.get_ptr_mut(&key)) {
                 (_, Some(h)) => h,
@@ -533,9 +623,11 @@ fn aggregate(site: SiteId, frame: &Frame, duration: u64, self_ns: u64, ret: i64)
             }
         }
     };
-    // SAFETY: this CPU's value of a per-CPU hash entry; only programs on
-    // this CPU write it, and they do not preempt each other mid-update
-    // (a nested run would be counted as a BPF recursion miss instead).
+    // SAFETY: this CPU's value of a per-CPU hash entry, from a lookup that
+    // returned it (per-CPU map slots, module header). Userspace only reads
+    // this map and never deletes a key, and its elements are preallocated,
+    // so the value's memory stays valid for the run; the bucket index is
+    // checked against LOG_LINEAR_BUCKETS before use.
     let h = unsafe { &mut *h };
     let bucket = log_linear_index(duration);
     if bucket < LOG_LINEAR_BUCKETS {
@@ -594,8 +686,9 @@ fn ingress_match(skb: u64) -> Option<(u32, u32)> {
 #[inline(always)]
 fn open_span(slot: &PerCpuArray<OpenBracket>, skb: u64, ifindex: u32, netns: u32, opened: Counter, unclosed: Counter) {
     let Some(open) = slot.get_ptr_mut(0) else { return };
-    // SAFETY: a per-CPU array slot, valid for the whole program run; no other
-    // program touches this CPU's copy while this one runs (softirq context).
+    // SAFETY: this CPU's OPEN_BRACKET or OPEN_TRANSIT slot (per-CPU map slots,
+    // module header); only raw tracepoint programs use these, and the kernel
+    // runs one at a time per CPU.
     let open = unsafe { &mut *open };
     if open.skb != 0 {
         count(unclosed);
@@ -604,7 +697,7 @@ fn open_span(slot: &PerCpuArray<OpenBracket>, skb: u64, ifindex: u32, netns: u32
     open.skb = skb;
     open.ifindex = ifindex;
     open.netns = netns;
-    // SAFETY: helper without preconditions.
+    // SAFETY: bpf_ktime_get_ns takes no argument and touches no memory of ours.
     open.start_ns = unsafe { bpf_ktime_get_ns() };
 }
 
@@ -646,8 +739,12 @@ pub fn bracket_open(ctx: RawTracePointContext) -> u32 {
 /// `TP_PROTO(u32 tb_id, const struct flowi4 *flp, const struct fib_nh_common *nhc, int err)`
 #[raw_tracepoint(tracepoint = "fib_table_lookup")]
 pub fn bracket_close(ctx: RawTracePointContext) -> u32 {
+    // SAFETY: bpf_ktime_get_ns takes no argument and touches no memory of ours.
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(open) = OPEN_BRACKET.get_ptr_mut(0) else { return 0 };
+    // SAFETY: this CPU's OPEN_BRACKET slot (per-CPU map slots, module header),
+    // shared only with `bracket_open`, another raw tracepoint program, which
+    // the kernel does not run on this CPU while this one runs.
     let open = unsafe { &mut *open };
     if open.skb == 0 {
         return 0;
@@ -685,10 +782,12 @@ pub fn transit_arrive(ctx: RawTracePointContext) -> u32 {
 /// `TP_PROTO(const struct sk_buff *skb, const struct net_device *dev)`
 #[raw_tracepoint(tracepoint = "net_dev_start_xmit")]
 pub fn transit_depart(ctx: RawTracePointContext) -> u32 {
-    // SAFETY: helper without preconditions.
+    // SAFETY: bpf_ktime_get_ns takes no argument and touches no memory of ours.
     let now = unsafe { bpf_ktime_get_ns() };
     let Some(open) = OPEN_TRANSIT.get_ptr_mut(0) else { return 0 };
-    // SAFETY: this CPU's slot of a per-CPU array, valid for the program run.
+    // SAFETY: this CPU's OPEN_TRANSIT slot (per-CPU map slots, module header),
+    // shared only with `transit_arrive`, another raw tracepoint program,
+    // which the kernel does not run on this CPU while this one runs.
     let open = unsafe { &mut *open };
     let skb: u64 = ctx.arg(0);
     if open.skb == 0 || skb != open.skb {

@@ -7,6 +7,7 @@
 mod bench;
 mod build;
 mod cmd;
+mod lint;
 mod run;
 mod setup;
 mod test;
@@ -41,6 +42,9 @@ enum Command {
     Run(run::Options),
     /// Run the host tests, then the VM suite on each kernel, and summarise.
     Test(test::Options),
+    /// clippy on every crate, the eBPF programs included (with the pinned nightly
+    /// for the BPF target), warnings as errors; `test` runs it too.
+    Lint,
     /// Measure pathcost's own overhead in the VM on each kernel.
     Bench(bench::Options),
     /// Debugging aid: boot a kernel and run a shell command in the VM instead of
@@ -119,6 +123,7 @@ fn main() -> ExitCode {
         Command::Build(options) => build::run(&ws, &options),
         Command::Run(options) => run::run(&ws, &options),
         Command::Test(options) => test::run(&ws, &options),
+        Command::Lint => setup::run().and_then(|()| lint::run(&ws)),
         Command::Bench(options) => bench::run(&ws, &options),
         Command::VmExec(options) => vm::exec(&ws, &options),
     });

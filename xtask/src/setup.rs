@@ -53,9 +53,26 @@ pub fn pins() -> Result<EbpfToolchain> {
 pub fn run() -> Result<()> {
     let pins = pins()?;
     apt_packages(&pins)?;
+    userspace_clippy()?;
     ebpf_toolchain(&pins)?;
     bpf_linker(&pins)?;
     Ok(())
+}
+
+/// clippy on the userspace toolchain, the one pinned in rust-toolchain.toml
+/// (xtask runs on it, so `rustup` here resolves to it). `.ci/run`'s
+/// `rustup toolchain install` installs the components that file lists with
+/// a toolchain it installs; a machine whose image already has the pinned
+/// release with the minimal profile would still lack clippy.
+fn userspace_clippy() -> Result<()> {
+    let installed = cmd::output(Command::new("rustup").args(["component", "list", "--installed"]))
+        .context("rustup is needed to add clippy to the userspace toolchain")?;
+    if installed.status.success() && has_component(&String::from_utf8_lossy(&installed.stdout), "clippy") {
+        println!("setup: clippy for the userspace toolchain ... present");
+        return Ok(());
+    }
+    println!("setup: clippy for the userspace toolchain ... installing");
+    cmd::run(Command::new("rustup").args(["component", "add", "clippy"]))
 }
 
 fn apt_packages(pins: &EbpfToolchain) -> Result<()> {
@@ -150,8 +167,13 @@ fn is_debian_like(os_release: &str) -> bool {
     })
 }
 
-/// The pinned nightly with rust-src (aya-build compiles `core` for the BPF target
-/// from it), then a check that its LLVM is the pinned one.
+/// Components of the pinned nightly: rust-src, from which aya-build compiles
+/// `core` for the BPF target, and clippy, which `cargo xtask lint` runs on the
+/// eBPF programs.
+const EBPF_COMPONENTS: [&str; 2] = ["rust-src", "clippy"];
+
+/// The pinned nightly with its components, then a check that its LLVM is the
+/// pinned one.
 fn ebpf_toolchain(pins: &EbpfToolchain) -> Result<()> {
     let toolchain = pins.rustc;
     let installed = cmd::output(Command::new("rustup").args([
@@ -162,23 +184,26 @@ fn ebpf_toolchain(pins: &EbpfToolchain) -> Result<()> {
         "--installed",
     ]))
     .context("rustup is needed for the nightly toolchain that builds the eBPF programs")?;
-    let has_src = installed.status.success()
-        && String::from_utf8_lossy(&installed.stdout)
-            .lines()
-            .any(|line| line.trim().starts_with("rust-src"));
-    if has_src {
-        println!("setup: eBPF toolchain {toolchain} with rust-src ... present");
+    let listing = String::from_utf8_lossy(&installed.stdout);
+    let missing: Vec<&str> = EBPF_COMPONENTS
+        .into_iter()
+        .filter(|c| !installed.status.success() || !has_component(&listing, c))
+        .collect();
+    let components = EBPF_COMPONENTS.join(", ");
+    if missing.is_empty() {
+        println!("setup: eBPF toolchain {toolchain} with {components} ... present");
     } else {
-        println!("setup: eBPF toolchain {toolchain} with rust-src ... installing");
-        cmd::run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            toolchain,
-            "--profile",
-            "minimal",
-            "--component",
-            "rust-src",
-        ]))?;
+        println!(
+            "setup: eBPF toolchain {toolchain} with {components} ... installing {}",
+            missing.join(", ")
+        );
+        // On a toolchain that is already there, this only adds the components.
+        let mut install = Command::new("rustup");
+        install.args(["toolchain", "install", toolchain, "--profile", "minimal"]);
+        for component in EBPF_COMPONENTS {
+            install.args(["--component", component]);
+        }
+        cmd::run(&mut install)?;
     }
     let version = cmd::stdout(Command::new("rustup").args(["run", toolchain, "rustc", "-vV"]))?;
     match rustc_llvm_major(&version) {
@@ -191,6 +216,19 @@ fn ebpf_toolchain(pins: &EbpfToolchain) -> Result<()> {
             llvm = pins.llvm_major,
         ),
     }
+}
+
+/// `rustup component list --installed` names components with the host's
+/// target triple, or without one for target-independent ones (`rust-src`,
+/// `clippy-x86_64-unknown-linux-gnu`).
+fn has_component(listing: &str, component: &str) -> bool {
+    listing.lines().map(str::trim).any(|line| {
+        line == component
+            || line
+                .strip_prefix(component)
+                .and_then(|rest| rest.strip_prefix('-'))
+                .is_some_and(|triple| triple.starts_with(std::env::consts::ARCH))
+    })
 }
 
 /// `LLVM version: 22.1.4` in `rustc -vV` output.
@@ -286,7 +324,7 @@ fn bpf_linker_llvm_major(path: &std::path::Path) -> Option<u32> {
 /// `libLLVM.so.22.1 => ...` or `libLLVM-22.so => ...` in `ldd` output.
 fn ldd_llvm_major(listing: &str) -> Option<u32> {
     listing.lines().find_map(|line| {
-        let name = line.trim().split_whitespace().next()?;
+        let name = line.split_whitespace().next()?;
         let rest = name
             .strip_prefix("libLLVM.so.")
             .or_else(|| name.strip_prefix("libLLVM-"))?;
@@ -327,6 +365,19 @@ mod tests {
         assert!(!is_installed(listing, "kmod"));
         assert!(is_installed(listing, "libclang-22-dev"));
         assert!(!is_installed(listing, "conntrack"));
+    }
+
+    #[test]
+    fn installed_components() {
+        let arch = std::env::consts::ARCH;
+        let listing = format!("cargo-{arch}-unknown-linux-gnu\nclippy-{arch}-unknown-linux-gnu\nrust-src\n");
+        let listing = listing.as_str();
+        assert!(has_component(listing, "rust-src"));
+        assert!(has_component(listing, "clippy"));
+        assert!(!has_component(listing, "rustfmt"));
+        // rust-src is not rust-std-<target>, nor the other way round.
+        assert!(!has_component(&format!("rust-std-{arch}-unknown-linux-gnu\n"), "rust"));
+        assert!(!has_component("rust-src\n", "rust"));
     }
 
     #[test]

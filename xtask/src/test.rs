@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the host tests and a table of those that skipped here,
-//! then the VM suite on each kernel, where a skip is a failure.
+//! the parsers' fuzzing and clippy (`lint`), then the VM suite on each kernel,
+//! where a skip is a failure.
 //!
 //! Every kernel runs even when an earlier one failed, so one CI run shows the whole
 //! picture; the summary table and the exit status report them together.
@@ -98,6 +99,7 @@ pub fn run(ws: &Workspace, options: &Options) -> Result<()> {
     // Part of the whole suite; a run of named test files is for iterating.
     if options.tests.is_empty() {
         fuzz(ws)?;
+        crate::lint::run(ws)?;
     }
     if options.skip_vm {
         return Ok(());

@@ -23,9 +23,6 @@ pub mod proxy_mode;
 pub mod state;
 pub mod table;
 
-#[cfg(test)]
-mod fixture_states;
-
 use std::fmt;
 
 use anyhow::Result;

@@ -15,6 +15,7 @@ use std::{
 };
 
 use tokio::{
+    io::{AsyncBufReadExt as _, AsyncReadExt as _, AsyncWriteExt as _, BufReader},
     net::{TcpListener, TcpStream},
     sync::watch,
 };
@@ -153,40 +154,24 @@ fn respond(request: Option<Request>, endpoints: &Endpoints) -> (Response, bool) 
 
 /// Reads until the end of the request head (or a limit); `None` when the
 /// client closed early or sent too much.
-async fn read_head(stream: &TcpStream) -> std::io::Result<Option<String>> {
-    let mut buf = vec![0u8; MAX_REQUEST];
-    let mut len = 0;
+async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<String>> {
+    // Never more than MAX_REQUEST bytes from the client: past it the reader
+    // reads as closed. Every "\r\n\r\n" ends with a '\n', so looking after
+    // each line finds the first one.
+    let mut reader = BufReader::new(stream.take(MAX_REQUEST as u64));
+    let mut head = Vec::new();
     loop {
-        stream.readable().await?;
-        match stream.try_read(&mut buf[len..]) {
-            Ok(0) => return Ok(None),
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
-        }
-        if let Some(end) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
-            return Ok(Some(String::from_utf8_lossy(&buf[..end]).into_owned()));
-        }
-        if len == buf.len() {
+        if reader.read_until(b'\n', &mut head).await? == 0 {
             return Ok(None);
         }
-    }
-}
-
-async fn write_all(stream: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
-    while !bytes.is_empty() {
-        stream.writable().await?;
-        match stream.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-            Err(e) => return Err(e),
+        if let Some(head) = head.strip_suffix(b"\r\n\r\n") {
+            return Ok(Some(String::from_utf8_lossy(head).into_owned()));
         }
     }
-    Ok(())
 }
 
-async fn handle(stream: TcpStream, endpoints: Arc<Endpoints>) -> std::io::Result<()> {
-    let head = read_head(&stream).await?;
+async fn handle(mut stream: TcpStream, endpoints: Arc<Endpoints>) -> std::io::Result<()> {
+    let head = read_head(&mut stream).await?;
     let (response, head_only) = respond(head.as_deref().and_then(parse_request), &endpoints);
     let mut out = format!(
         "HTTP/1.1 {}\r\nContent-Type: {}\r\nContent-Length: {}\r\nConnection: close\r\n",
@@ -201,7 +186,7 @@ async fn handle(stream: TcpStream, endpoints: Arc<Endpoints>) -> std::io::Result
     if !head_only {
         out.push_str(&response.body);
     }
-    write_all(&stream, out.as_bytes()).await
+    stream.write_all(out.as_bytes()).await
 }
 
 /// Answers scrapes on `listener` until `shutdown` turns true (or its
@@ -269,6 +254,39 @@ mod tests {
         assert!(parse("fd00::5:9470").is_err());
         assert!(parse("[node]:9470").is_err());
         assert!(parse("[10.1.2.3]").is_err());
+    }
+
+    /// The head as `read_head` reads it from a real connection, the client
+    /// writing `parts` one at a time and keeping the connection open.
+    async fn head_sent_as(parts: &[&[u8]]) -> Option<String> {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut client = TcpStream::connect(listener.local_addr().unwrap()).await.unwrap();
+        let (mut server, _) = listener.accept().await.unwrap();
+        for part in parts {
+            client.write_all(part).await.unwrap();
+            client.flush().await.unwrap();
+        }
+        tokio::time::timeout(Duration::from_secs(10), read_head(&mut server)).await.unwrap().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_head_ends_at_its_blank_line_even_split_across_writes() {
+        let head = head_sent_as(&[b"GET /metrics HTTP/1.1\r\nHost: a\r", b"\n\r", b"\nbody"]).await;
+        assert_eq!(head.as_deref(), Some("GET /metrics HTTP/1.1\r\nHost: a"));
+        // Bare newlines do not end it; the limit does.
+        let line = b"GET / HTTP/1.1\n\n";
+        let lines = line.repeat(MAX_REQUEST / line.len() + 1);
+        assert_eq!(head_sent_as(&[&lines]).await, None);
+    }
+
+    #[tokio::test]
+    async fn a_head_over_the_limit_is_refused_without_waiting_for_more() {
+        let long = vec![b'a'; MAX_REQUEST];
+        assert_eq!(head_sent_as(&[&long, b"\r\n\r\n"]).await, None);
+        // With its blank line, exactly MAX_REQUEST bytes.
+        let just_fits = format!("GET /{} HTTP/1.1", "a".repeat(MAX_REQUEST - "GET / HTTP/1.1\r\n\r\n".len()));
+        let head = head_sent_as(&[just_fits.as_bytes(), b"\r\n\r\n"]).await;
+        assert_eq!(head.as_deref(), Some(just_fits.as_str()));
     }
 
     fn endpoints() -> Endpoints {
