@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use crate::detection::{self, Backends, CollectOptions, Detection, IptablesFlavour, KubeProxyMode, NodeFindings};
+use crate::detection::{
+    self, Backends, CollectOptions, CountSource, Detection, IptablesFlavour, KubeProxyMode, NodeFindings,
+};
 
 /// One state kube-proxy left, with its counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub struct ServiceCount {
     pub services: u64,
     /// KUBE-SEP chains, IPVS real servers or nftables `endpoint-*` chains.
     pub endpoints: Option<u64>,
+    /// `netlink` or `tool` (detect's `count_sources`).
+    pub counted_by: &'static str,
 }
 
 /// Labels and counts from one detection.
@@ -73,6 +77,7 @@ impl NodeFacts {
                 active: mode == Some(KubeProxyMode::Iptables) && backend.active == Some(t.backend),
                 services: t.rules.service_ports as u64,
                 endpoints: Some(t.rules.endpoint_chains as u64),
+                counted_by: CountSource::Tool.as_str(),
             });
         }
         if let Some(v) = n.services.ipvs.as_ref().and_then(|i| Some((i.virtual_servers?, i.real_servers))) {
@@ -82,6 +87,7 @@ impl NodeFacts {
                 active: mode == Some(KubeProxyMode::Ipvs),
                 services: v.0 as u64,
                 endpoints: v.1.map(|e| e as u64),
+                counted_by: CountSource::Tool.as_str(),
             });
         }
         for t in &n.services.nftables {
@@ -91,6 +97,7 @@ impl NodeFacts {
                 active: mode == Some(KubeProxyMode::Nftables),
                 services: t.service_chains as u64,
                 endpoints: Some(t.endpoint_chains as u64),
+                counted_by: CountSource::Tool.as_str(),
             });
         }
         NodeFacts {
@@ -108,6 +115,57 @@ impl NodeFacts {
             counts,
             unreadable: n.unreadable.iter().map(|u| u.input).collect(),
         }
+    }
+}
+
+impl NodeFacts {
+    /// [`NodeFacts::of`] with netlink's figures where the kernel answered:
+    /// they replace the tool's, and fill in a count whose tool could not be
+    /// read (version skew), so it is exported instead of missing.
+    pub fn of_detection(d: &Detection) -> NodeFacts {
+        let mut facts = NodeFacts::of(&d.node);
+        let mode = d.node.proxy_mode.mode;
+        let netlink = |counted_in: &str, what: &str| {
+            d.count_sources
+                .iter()
+                .find(|c| c.counted_in == counted_in && c.what == what && c.answered_by == Some(CountSource::Netlink))
+                .and_then(|c| c.value)
+        };
+        for c in &d.count_sources {
+            let services_what = if c.counted_in == "ipvs" { "virtual_servers" } else { "service_ports" };
+            if c.what != services_what {
+                continue;
+            }
+            let Some(services) = netlink(&c.counted_in, services_what) else { continue };
+            let endpoints = netlink(&c.counted_in, "endpoints").map(|e| e as u64);
+            if let Some(count) = facts.counts.iter_mut().find(|f| f.source == c.counted_in) {
+                count.services = services as u64;
+                // IPVS real servers are counted from /proc only.
+                if endpoints.is_some() {
+                    count.endpoints = endpoints;
+                }
+                count.counted_by = CountSource::Netlink.as_str();
+            } else if services > 0 {
+                let (count_mode, active) = if c.counted_in == "ipvs" {
+                    (KubeProxyMode::Ipvs, mode == Some(KubeProxyMode::Ipvs))
+                } else if c.counted_in.starts_with("nftables") {
+                    (KubeProxyMode::Nftables, mode == Some(KubeProxyMode::Nftables))
+                } else {
+                    let active = mode == Some(KubeProxyMode::Iptables)
+                        && d.node.iptables_backend.active.is_none_or(|b| b.to_string() == c.counted_in);
+                    (KubeProxyMode::Iptables, active)
+                };
+                facts.counts.push(ServiceCount {
+                    mode: count_mode.as_str(),
+                    source: c.counted_in.clone(),
+                    active,
+                    services: services as u64,
+                    endpoints,
+                    counted_by: CountSource::Netlink.as_str(),
+                });
+            }
+        }
+        facts
     }
 }
 
@@ -138,7 +196,7 @@ impl NodeSlot {
         s.last_run = Some(now);
         match result {
             Ok(d) => {
-                let facts = NodeFacts::of(&d.node);
+                let facts = NodeFacts::of_detection(&d);
                 // Said once per change, not every --refresh: a node that
                 // keeps its version skew keeps its metric.
                 let before = s.facts.as_ref().map(|f| f.unreadable.as_slice()).unwrap_or_default();
