@@ -557,6 +557,69 @@ mod tests {
         assert_eq!(nft_object(&ms[2]).unwrap(), None);
     }
 
+    /// Dump answers recorded from a 6.18 kernel (a network namespace with
+    /// one kube-proxy nftables service and an iptables-nft `KUBE-SVC-`
+    /// chain): the readers take what the kernel really writes, padding
+    /// and nested flags included. `tests/tests/fuzz.rs` mutates them.
+    #[test]
+    fn reads_answers_recorded_from_a_kernel() {
+        let fixture = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/detection/netlink/fixtures")
+                .join(name);
+            std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        };
+        let objects = |name: &str| -> Vec<NftObject> {
+            messages(&fixture(name))
+                .unwrap()
+                .iter()
+                .filter_map(|m| nft_object(m).unwrap())
+                .collect()
+        };
+        assert_eq!(
+            objects("nft-tables.bin"),
+            [
+                NftObject::Table { family: 2, name: "kube-proxy".into() },
+                NftObject::Table { family: 2, name: "nat".into() },
+            ]
+        );
+        assert_eq!(
+            objects("nft-chains.bin"),
+            [
+                NftObject::Chain {
+                    family: 2,
+                    table: "kube-proxy".into(),
+                    name: "service-ULMVA6XW-ns1/svc1/tcp/p80".into()
+                },
+                NftObject::Chain { family: 2, table: "nat".into(), name: "KUBE-SVC-AAAA".into() },
+            ]
+        );
+        assert_eq!(
+            objects("nft-setelems.bin"),
+            [
+                NftObject::Elements {
+                    family: 2,
+                    table: "kube-proxy".into(),
+                    set: "service-ips".into(),
+                    gotos: vec![None, Some("service-ULMVA6XW-ns1/svc1/tcp/p80".into())],
+                },
+                // The dump's last message: the same set, no elements left.
+                NftObject::Elements {
+                    family: 2,
+                    table: "kube-proxy".into(),
+                    set: "service-ips".into(),
+                    gotos: vec![],
+                },
+            ]
+        );
+        let links: Vec<Link> = messages(&fixture("rtnl-links.bin"))
+            .unwrap()
+            .iter()
+            .filter_map(|m| link(m).unwrap())
+            .collect();
+        assert_eq!(links.first().map(|l| (l.index, l.name.as_str())), Some((1, "lo")));
+    }
+
     #[test]
     fn kernel_errors_and_truncation_are_errors() {
         let err = message(NLMSG_ERROR, &(-1i32).to_ne_bytes());
