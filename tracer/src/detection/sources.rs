@@ -267,6 +267,40 @@ pub fn compare(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::detection::analyse;
+
+    fn fixture(name: &str) -> NodeState {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/detection/fixtures").join(name);
+        NodeState::load_dir(&dir).unwrap()
+    }
+
+    #[test]
+    fn a_netlink_failure_is_unreadable_and_the_tool_answers() {
+        let state = fixture("iptables-nft");
+        let mut node = analyse(&state);
+        let tool = node.services.iptables.iter().find(|t| t.backend == IptablesFlavour::Nft).unwrap().rules.service_ports;
+        assert!(tool > 0);
+        let answers = NetlinkAnswers { nf_tables: Some(Err("netlink receive failed: EPERM".into())), ipvs: None };
+        let counts = compare(&mut node, &state, &answers);
+        assert!(node.unreadable.iter().any(|u| u.input == NF_TABLES_NETLINK), "{:?}", node.unreadable);
+        let c = counts.iter().find(|c| c.counted_in == "iptables-nft" && c.what == "service_ports").unwrap();
+        assert_eq!((c.netlink, c.tool, c.value, c.answered_by), (None, Some(tool), Some(tool), Some(CountSource::Tool)));
+    }
+
+    #[test]
+    fn a_difference_between_kernel_and_tool_is_said() {
+        let state = fixture("iptables-nft");
+        let mut node = analyse(&state);
+        // The kernel holds one service chain only.
+        let mut kernel = NftObjects::default();
+        kernel.add_table("ip", "nat");
+        kernel.add_chain("ip", "nat", "KUBE-SVC-ONLY");
+        let answers = NetlinkAnswers { nf_tables: Some(Ok(kernel)), ipvs: None };
+        let counts = compare(&mut node, &state, &answers);
+        let c = counts.iter().find(|c| c.counted_in == "iptables-nft" && c.what == "service_ports").unwrap();
+        assert_eq!((c.value, c.answered_by, c.disagree), (Some(1), Some(CountSource::Netlink), true), "{c:?}");
+        assert!(node.notes.iter().any(|n| n.starts_with("iptables-nft service_ports: netlink counts 1")), "{:?}", node.notes);
+    }
 
     #[test]
     fn netlink_wins_and_a_difference_is_flagged() {

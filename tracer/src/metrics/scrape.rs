@@ -384,6 +384,15 @@ impl ScrapeState {
             gauge(&mut m, &[("input", *input)], 1.0)?;
         }
         let mut m = enc.encode_descriptor(
+            "pathcost_detection_count_disagreements",
+            "Counts the kernel (netlink) and the node's tool both gave, with different figures (1 each; netlink's is exported)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for count in node.facts.iter().flat_map(|f| &f.disagreements) {
+            gauge(&mut m, &[("count", count.as_str())], 1.0)?;
+        }
+        let mut m = enc.encode_descriptor(
             "pathcost_detection_runs",
             "Runs of the node detection behind pathcost_node_info, by outcome",
             None,

@@ -268,7 +268,7 @@ fn genl_family(socket: &mut Socket, name: &str) -> Result<Option<u16>, NetlinkEr
         false,
         &header,
         &[(message::CTRL_ATTR_FAMILY_NAME, name)],
-        |m| message::genl_family_id(m),
+        message::genl_family_id,
     ) {
         Err(NetlinkError::Message(MessageError::Kernel { errno })) if errno == libc::ENOENT => {
             Ok(None)
