@@ -28,11 +28,12 @@ use tracer::synthesis::{
 };
 
 /// `detect --format json`'s top-level keys (README, "detect --format json").
-const DETECT_KEYS: [&str; 9] = [
+const DETECT_KEYS: [&str; 10] = [
     "schema_version",
     "proxy_mode",
     "iptables_backend",
     "services",
+    "count_sources",
     "leftovers",
     "unreadable",
     "notes",
@@ -87,6 +88,14 @@ fn check_detect_shape(d: &Value) {
     assert!(services["iptables"].is_array() && services["nftables"].is_array(), "{services}");
     assert!(services["ipvs"].is_object() || services["ipvs"].is_null(), "{services}");
     assert!(d["leftovers"].is_array() && d["notes"].is_array() && d["unreadable"].is_array(), "{d}");
+    for c in d["count_sources"].as_array().unwrap() {
+        assert_eq!(
+            keys(c),
+            ["answered_by", "counted_in", "disagree", "netlink", "tool", "value", "what"],
+            "count_sources changed: update the README: {c}"
+        );
+        assert!(c["answered_by"].is_null() || c["answered_by"] == "netlink" || c["answered_by"] == "tool", "{c}");
+    }
     assert!(d["kernel"]["release"].is_string(), "{d}");
     let sites = d["probe_sites"].as_array().unwrap();
     assert!(!sites.is_empty(), "{d}");

@@ -2,9 +2,10 @@
 //! parser that reads input pathcost does not control: HTTP request heads
 //! from the network (`serve`), results files, the node's state as
 //! iptables-save, nft JSON, /proc/net/ip_vs, `ip -j addr`, ipset and
-//! kallsyms print it, and BTF.
+//! kallsyms print it, the kernel's netlink answers, and BTF.
 //!
-//! Each target mutates real seeds (the detection fixtures, a results file,
+//! Each target mutates real seeds (the detection fixtures, netlink answers
+//! recorded from a kernel, a results file,
 //! a synthetic BTF with every kind) and adds free-form input, and must
 //! never panic; where a parse succeeds, what is built on it (analysis,
 //! look-ups) must not panic either. Each target runs for
@@ -217,6 +218,24 @@ fn ipvs_and_ipset() {
         let _ = ipvs::parse_kube_ipvs0(&t);
         let _ = ipvs::parse_kube_ipset_names(&t);
         let _ = ipvs::parse_ipset_entries(&t);
+    });
+}
+
+#[test]
+fn netlink_answers() {
+    use tracer::detection::netlink::message;
+    let seeds = ["nft-tables.bin", "nft-chains.bin", "nft-setelems.bin", "rtnl-links.bin"]
+        .iter()
+        .map(|f| seed(&format!("tracer/src/detection/netlink/fixtures/{f}")))
+        .collect();
+    fuzz("netlink_answers", mutated(seeds), |bytes| {
+        // Every reader over every message: an answer reads or is an error.
+        let _ = message::read_all(&bytes);
+        if let Ok(ms) = message::messages(&bytes) {
+            for m in ms {
+                assert!(m.payload.len() <= bytes.len(), "{m:?}");
+            }
+        }
     });
 }
 

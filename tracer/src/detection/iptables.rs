@@ -90,13 +90,8 @@ impl IptablesDump {
 
         // KUBE-SVC- (Cluster policy) and KUBE-SVL- (Local policy) chains of one
         // service port share its hash; a port with both policies has both.
-        let service_hashes: BTreeSet<&str> = nat_chains()
-            .filter_map(|c| {
-                c.strip_prefix("KUBE-SVC-")
-                    .or_else(|| c.strip_prefix("KUBE-SVL-"))
-            })
-            .collect();
-        let endpoint_chains = nat_chains().filter(|c| c.starts_with("KUBE-SEP-")).count();
+        let (service_ports, endpoint_chains) =
+            count_service_chains(nat_chains().map(String::as_str));
         let cluster_ip_rules = kube_services
             .unwrap_or_default()
             .iter()
@@ -114,7 +109,7 @@ impl IptablesDump {
             proxy_canary: self.chains_in_any_table("KUBE-PROXY-CANARY"),
             kube_services: shape,
             kube_services_rules: kube_services.map_or(0, <[String]>::len),
-            service_ports: service_hashes.len(),
+            service_ports,
             endpoint_chains,
             cluster_ip_rules,
             no_endpoint_rules,
@@ -133,7 +128,9 @@ impl IptablesDump {
 fn incompatible_table(comment: &str) -> Option<&str> {
     let rest = comment.trim().strip_prefix("Table `")?;
     let (table, tail) = rest.split_once('\'')?;
-    tail.trim_start().starts_with("is incompatible").then_some(table)
+    tail.trim_start()
+        .starts_with("is incompatible")
+        .then_some(table)
 }
 
 /// kube-proxy's fixed chains in iptables and IPVS modes
@@ -262,6 +259,27 @@ impl KubeIptables {
     pub fn has_iptables_mode_chains(&self) -> bool {
         self.service_ports > 0 || self.endpoint_chains > 0
     }
+}
+
+/// Service ports and endpoints among nat chain names: `KUBE-SVC-` (Cluster
+/// policy) and `KUBE-SVL-` (Local policy) chains of one service port share
+/// its hash, so a port with both policies counts once; one `KUBE-SEP-`
+/// chain per endpoint. Shared by the `iptables-save` reader and the
+/// netlink count.
+pub fn count_service_chains<'a>(nat_chains: impl Iterator<Item = &'a str>) -> (usize, usize) {
+    let mut service_hashes = BTreeSet::new();
+    let mut endpoints = 0;
+    for c in nat_chains {
+        if let Some(hash) = c
+            .strip_prefix("KUBE-SVC-")
+            .or_else(|| c.strip_prefix("KUBE-SVL-"))
+        {
+            service_hashes.insert(hash);
+        } else if c.starts_with("KUBE-SEP-") {
+            endpoints += 1;
+        }
+    }
+    (service_hashes.len(), endpoints)
 }
 
 #[cfg(test)]

@@ -18,8 +18,10 @@
 pub mod iptables;
 pub mod ipvs;
 pub mod kernel;
+pub mod netlink;
 pub mod nftables;
 pub mod proxy_mode;
+pub mod sources;
 pub mod state;
 pub mod table;
 
@@ -30,6 +32,7 @@ use serde::Serialize;
 
 pub use kernel::{KernelCapabilities, ProbeSiteReadiness, Support};
 pub use proxy_mode::KubeProxyMode;
+pub use sources::{CountSource, SourcedCount};
 pub use state::{CollectOptions, Input, NodeState};
 
 use iptables::{IptablesDump, KubeIptables, ServicesShape};
@@ -45,6 +48,8 @@ pub struct Detection {
     pub schema_version: u32,
     #[serde(flatten)]
     pub node: NodeFindings,
+    /// Each service count from netlink and from the tool, compared.
+    pub count_sources: Vec<SourcedCount>,
     pub kernel: KernelCapabilities,
     pub probe_sites: Vec<ProbeSiteReadiness>,
 }
@@ -258,7 +263,10 @@ impl Seen {
         for (what, input) in unknown {
             if let Some(why) = input.unknown() {
                 notes.push(format!("{what} unknown: {why}"));
-                unreadable.push(UnreadableInput { input: what, reason: why.to_owned() });
+                unreadable.push(UnreadableInput {
+                    input: what,
+                    reason: why.to_owned(),
+                });
             }
         }
         let legacy = state.iptables_legacy_save.text().map(IptablesDump::parse);
@@ -267,20 +275,28 @@ impl Seen {
             ("iptables-legacy rules", "iptables-legacy-save", &legacy),
             ("iptables-nft rules", "iptables-nft-save", &nft),
         ] {
-            let Some(dump) = dump.as_ref().filter(|d| !d.complete()) else { continue };
+            let Some(dump) = dump.as_ref().filter(|d| !d.complete()) else {
+                continue;
+            };
             let reason = format!(
                 "{tool} cannot print table(s) {} (rules written by nft or by a newer iptables than this one): \
                  their service counts are unknown",
                 dump.unreadable_tables.join(", ")
             );
             notes.push(format!("{what} unreadable: {reason}"));
-            unreadable.push(UnreadableInput { input: what, reason });
+            unreadable.push(UnreadableInput {
+                input: what,
+                reason,
+            });
         }
         let nft_objects = match state.nft.text().map(NftObjects::parse_lines) {
             Some(Ok(o)) => o,
             Some(Err(e)) => {
                 notes.push(format!("nftables state unreadable: {e}"));
-                unreadable.push(UnreadableInput { input: "nftables state", reason: e.to_string() });
+                unreadable.push(UnreadableInput {
+                    input: "nftables state",
+                    reason: e.to_string(),
+                });
                 NftObjects::default()
             }
             None => NftObjects::default(),
@@ -505,7 +521,10 @@ pub fn analyse(state: &NodeState) -> NodeFindings {
             .map(|(b, k)| IptablesServices {
                 backend: *b,
                 rules: k.clone(),
-                unreadable_tables: seen.dump(*b).map(|d| d.unreadable_tables.clone()).unwrap_or_default(),
+                unreadable_tables: seen
+                    .dump(*b)
+                    .map(|d| d.unreadable_tables.clone())
+                    .unwrap_or_default(),
             })
             .collect(),
         ipvs: seen.has_ipvs_objects().then(|| IpvsServices {
@@ -662,8 +681,9 @@ pub fn detect() -> Result<Detection> {
     detect_with(&CollectOptions::default())
 }
 
-/// Detects on the live node: kube-proxy's state in this process's network
-/// namespace, the kernel's capabilities and every probe site. Reads only.
+/// Detects on the live node: kube-proxy's state in the calling thread's
+/// network namespace (tools, `/proc` and netlink sockets all answer for
+/// it), the kernel's capabilities and every probe site. Reads only.
 pub fn detect_with(options: &CollectOptions) -> Result<Detection> {
     let kallsyms = std::fs::read_to_string("/proc/kallsyms").ok();
     let inputs = kernel::KernelInputs::gather(kallsyms.as_deref());
@@ -677,6 +697,12 @@ pub fn detect_with(options: &CollectOptions) -> Result<Detection> {
     };
     let state = state::collect(options, subsystems);
     let mut node = analyse(&state);
+    let answers = sources::NetlinkAnswers::ask(
+        subsystems,
+        state.ip_vs.text().is_some(),
+        options.netlink_timeout,
+    );
+    let count_sources = sources::compare(&mut node, &state, &answers);
     // SAFETY: geteuid cannot fail.
     let root = unsafe { libc::geteuid() } == 0;
     if !root
@@ -704,6 +730,7 @@ pub fn detect_with(options: &CollectOptions) -> Result<Detection> {
     Ok(Detection {
         schema_version: DETECT_SCHEMA_VERSION,
         node,
+        count_sources,
         kernel,
         probe_sites,
     })

@@ -110,6 +110,51 @@ impl NftObjects {
         Ok(objects)
     }
 
+    /// Adds a table read another way than `nft -j` (netlink).
+    pub(crate) fn add_table(&mut self, family: &str, name: &str) {
+        let key = (family.to_owned(), name.to_owned());
+        if !self.tables.contains(&key) {
+            self.tables.push(key);
+        }
+    }
+
+    /// Adds a chain read another way than `nft -j` (netlink).
+    pub(crate) fn add_chain(&mut self, family: &str, table: &str, name: &str) {
+        self.chains
+            .entry((family.to_owned(), table.to_owned()))
+            .or_default()
+            .push(name.to_owned());
+    }
+
+    /// Adds elements of a set or map read another way than `nft -j`
+    /// (netlink, which answers a large set in several messages: they add
+    /// up). `goto_targets` are the chains its verdict elements `goto`.
+    pub(crate) fn add_set_elements<'a>(
+        &mut self,
+        family: &str,
+        table: &str,
+        set: &str,
+        goto_targets: impl Iterator<Item = Option<&'a str>>,
+    ) {
+        let entry = self
+            .sets
+            .entry((family.to_owned(), table.to_owned(), set.to_owned()))
+            .or_default();
+        for target in goto_targets {
+            entry.elements += 1;
+            entry.service_gotos +=
+                usize::from(target.is_some_and(|t| is_hashed_chain(t, "service-")));
+        }
+    }
+
+    /// The chain names of one table.
+    pub fn chains_of(&self, family: &str, table: &str) -> &[String] {
+        self.chains
+            .get(&(family.to_owned(), table.to_owned()))
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+    }
+
     /// Families that have a `kube-proxy` table.
     pub fn kube_proxy_families(&self) -> Vec<String> {
         self.tables
@@ -155,7 +200,7 @@ impl NftObjects {
 /// the name's hash, a dash
 /// (docs/kube-proxy-rules.md#nftables-chain-names). The fixed `service-endpoints-check` chain
 /// shares the prefix but not the shape.
-fn is_hashed_chain(name: &str, prefix: &str) -> bool {
+pub(crate) fn is_hashed_chain(name: &str, prefix: &str) -> bool {
     name.strip_prefix(prefix).is_some_and(|rest| {
         let b = rest.as_bytes();
         b.len() > 9

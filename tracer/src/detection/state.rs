@@ -167,6 +167,8 @@ pub struct CollectOptions {
     /// Longest any one tool may run (a 10,000-service iptables-save takes
     /// about a second).
     pub tool_timeout: Duration,
+    /// Longest the kernel may take to answer one netlink request.
+    pub netlink_timeout: Duration,
 }
 
 impl Default for CollectOptions {
@@ -175,6 +177,7 @@ impl Default for CollectOptions {
             metrics_address: proxy_mode::DEFAULT_METRICS_ADDRESS.parse().ok(),
             query_timeout: proxy_mode::QUERY_TIMEOUT,
             tool_timeout: Duration::from_secs(60),
+            netlink_timeout: Duration::from_secs(10),
         }
     }
 }

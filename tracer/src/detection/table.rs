@@ -152,6 +152,26 @@ fn site_row(s: &ProbeSiteReadiness) -> Vec<String> {
 
 pub fn render(d: &Detection) -> String {
     let mut out = render_node(&d.node);
+    if !d.count_sources.is_empty() {
+        let _ = writeln!(out, "\ncounts by source (netlink is reported where it answered):");
+        let rows: Vec<Vec<String>> = d
+            .count_sources
+            .iter()
+            .map(|c| {
+                vec![
+                    c.counted_in.clone(),
+                    c.what.to_owned(),
+                    opt(c.netlink),
+                    opt(c.tool),
+                    c.answered_by.map_or("none", |s| s.as_str()).to_owned(),
+                    if c.disagree { "DISAGREE" } else { "" }.to_owned(),
+                ]
+            })
+            .collect();
+        for line in columns(&["where", "count", "netlink", "tool", "reported", ""], &rows).lines() {
+            let _ = writeln!(out, "  {}", line.trim_end());
+        }
+    }
     let k = &d.kernel;
     let _ = writeln!(out, "\nkernel {}:", k.release);
     let t = &k.tracepoints;

@@ -9,7 +9,9 @@ use std::{
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
-use crate::detection::{self, Backends, CollectOptions, Detection, IptablesFlavour, KubeProxyMode, NodeFindings};
+use crate::detection::{
+    self, Backends, CollectOptions, CountSource, Detection, IptablesFlavour, KubeProxyMode, NodeFindings, SourcedCount,
+};
 
 /// One state kube-proxy left, with its counts.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,6 +28,8 @@ pub struct ServiceCount {
     pub services: u64,
     /// KUBE-SEP chains, IPVS real servers or nftables `endpoint-*` chains.
     pub endpoints: Option<u64>,
+    /// `netlink` or `tool` (detect's `count_sources`).
+    pub counted_by: &'static str,
 }
 
 /// Labels and counts from one detection.
@@ -43,6 +47,9 @@ pub struct NodeFacts {
     /// Inputs detection could not read (`detect`'s `unreadable`): their
     /// counts are missing from `counts` rather than reported as 0.
     pub unreadable: Vec<&'static str>,
+    /// Counts where netlink and the tool both answered and differ
+    /// (`counted_in what`, as `detect`'s `count_sources` names them).
+    pub disagreements: Vec<String>,
 }
 
 impl NodeFacts {
@@ -73,6 +80,7 @@ impl NodeFacts {
                 active: mode == Some(KubeProxyMode::Iptables) && backend.active == Some(t.backend),
                 services: t.rules.service_ports as u64,
                 endpoints: Some(t.rules.endpoint_chains as u64),
+                counted_by: CountSource::Tool.as_str(),
             });
         }
         if let Some(v) = n.services.ipvs.as_ref().and_then(|i| Some((i.virtual_servers?, i.real_servers))) {
@@ -82,6 +90,7 @@ impl NodeFacts {
                 active: mode == Some(KubeProxyMode::Ipvs),
                 services: v.0 as u64,
                 endpoints: v.1.map(|e| e as u64),
+                counted_by: CountSource::Tool.as_str(),
             });
         }
         for t in &n.services.nftables {
@@ -91,6 +100,7 @@ impl NodeFacts {
                 active: mode == Some(KubeProxyMode::Nftables),
                 services: t.service_chains as u64,
                 endpoints: Some(t.endpoint_chains as u64),
+                counted_by: CountSource::Tool.as_str(),
             });
         }
         NodeFacts {
@@ -107,7 +117,65 @@ impl NodeFacts {
             iptables_backend,
             counts,
             unreadable: n.unreadable.iter().map(|u| u.input).collect(),
+            disagreements: Vec::new(),
         }
+    }
+}
+
+impl NodeFacts {
+    /// [`NodeFacts::of`] with netlink's figures where the kernel answered:
+    /// they replace the tool's, and fill in a count whose tool could not be
+    /// read (version skew), so it is exported instead of missing.
+    pub fn of_detection(d: &Detection) -> NodeFacts {
+        NodeFacts::of_sourced(&d.node, &d.count_sources)
+    }
+
+    /// [`NodeFacts::of_detection`] from its two parts.
+    pub fn of_sourced(node: &NodeFindings, sources: &[SourcedCount]) -> NodeFacts {
+        let mut facts = NodeFacts::of(node);
+        facts.disagreements = sources.iter().filter(|c| c.disagree).map(|c| format!("{} {}", c.counted_in, c.what)).collect();
+        let mode = node.proxy_mode.mode;
+        let netlink = |counted_in: &str, what: &str| {
+            sources
+                .iter()
+                .find(|c| c.counted_in == counted_in && c.what == what && c.answered_by == Some(CountSource::Netlink))
+                .and_then(|c| c.value)
+        };
+        for c in sources {
+            let services_what = if c.counted_in == "ipvs" { "virtual_servers" } else { "service_ports" };
+            if c.what != services_what {
+                continue;
+            }
+            let Some(services) = netlink(&c.counted_in, services_what) else { continue };
+            let endpoints = netlink(&c.counted_in, "endpoints").map(|e| e as u64);
+            if let Some(count) = facts.counts.iter_mut().find(|f| f.source == c.counted_in) {
+                count.services = services as u64;
+                // IPVS real servers are counted from /proc only.
+                if endpoints.is_some() {
+                    count.endpoints = endpoints;
+                }
+                count.counted_by = CountSource::Netlink.as_str();
+            } else if services > 0 {
+                let (count_mode, active) = if c.counted_in == "ipvs" {
+                    (KubeProxyMode::Ipvs, mode == Some(KubeProxyMode::Ipvs))
+                } else if c.counted_in.starts_with("nftables") {
+                    (KubeProxyMode::Nftables, mode == Some(KubeProxyMode::Nftables))
+                } else {
+                    let active = mode == Some(KubeProxyMode::Iptables)
+                        && node.iptables_backend.active.is_none_or(|b| b.to_string() == c.counted_in);
+                    (KubeProxyMode::Iptables, active)
+                };
+                facts.counts.push(ServiceCount {
+                    mode: count_mode.as_str(),
+                    source: c.counted_in.clone(),
+                    active,
+                    services: services as u64,
+                    endpoints,
+                    counted_by: CountSource::Netlink.as_str(),
+                });
+            }
+        }
+        facts
     }
 }
 
@@ -138,13 +206,25 @@ impl NodeSlot {
         s.last_run = Some(now);
         match result {
             Ok(d) => {
-                let facts = NodeFacts::of(&d.node);
+                let facts = NodeFacts::of_detection(&d);
                 // Said once per change, not every --refresh: a node that
                 // keeps its version skew keeps its metric.
                 let before = s.facts.as_ref().map(|f| f.unreadable.as_slice()).unwrap_or_default();
                 if facts.unreadable != before {
                     for u in &d.node.unreadable {
                         log::warn!("node detection cannot read {}: {}", u.input, u.reason);
+                    }
+                }
+                let before = s.facts.as_ref().map(|f| f.disagreements.as_slice()).unwrap_or_default();
+                if facts.disagreements != before {
+                    for c in d.count_sources.iter().filter(|c| c.disagree) {
+                        log::warn!(
+                            "{} {}: netlink counts {} but the tool counts {} (netlink's figure is exported)",
+                            c.counted_in,
+                            c.what,
+                            c.netlink.unwrap_or(0),
+                            c.tool.unwrap_or(0)
+                        );
                     }
                 }
                 s.facts = Some(facts);
@@ -236,6 +316,35 @@ mod tests {
         let facts = NodeFacts::of(&analyse(&NodeState::load_dir(&dir).unwrap()));
         assert_eq!(facts.unreadable, ["iptables-nft rules"], "{facts:?}");
         assert!(facts.counts.iter().all(|c| c.source != "iptables-nft"), "no iptables-nft count at all: {facts:?}");
+    }
+
+    #[test]
+    fn netlink_fills_in_the_count_a_skewed_tool_cannot_read() {
+        use crate::detection::{
+            nftables::NftObjects,
+            sources::{compare, NetlinkAnswers},
+        };
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/detection/fixtures/iptables-nft-version-skew");
+        let state = NodeState::load_dir(&dir).unwrap();
+        let mut node = analyse(&state);
+        // What nf_tables holds for three service ports, one with both
+        // policies, and four endpoints.
+        let mut kernel = NftObjects::default();
+        kernel.add_table("ip", "nat");
+        for chain in ["KUBE-SERVICES", "KUBE-SVC-A", "KUBE-SVL-A", "KUBE-SVC-B", "KUBE-SVC-C"] {
+            kernel.add_chain("ip", "nat", chain);
+        }
+        for chain in ["KUBE-SEP-1", "KUBE-SEP-2", "KUBE-SEP-3", "KUBE-SEP-4"] {
+            kernel.add_chain("ip", "nat", chain);
+        }
+        let answers = NetlinkAnswers { nf_tables: Some(Ok(kernel)), ipvs: None };
+        let sources = compare(&mut node, &state, &answers);
+        let facts = NodeFacts::of_sourced(&node, &sources);
+        // The tool stays unreadable; the kernel's figure is exported, said to be netlink's.
+        assert_eq!(facts.unreadable, ["iptables-nft rules"], "{facts:?}");
+        let c = facts.counts.iter().find(|c| c.source == "iptables-nft").expect("an iptables-nft count");
+        assert_eq!((c.services, c.endpoints, c.counted_by), (3, Some(4), "netlink"), "{facts:?}");
+        assert!(facts.disagreements.is_empty());
     }
 
     #[test]

@@ -353,12 +353,12 @@ impl ScrapeState {
         for (name, help, endpoints) in [
             (
                 "pathcost_kube_services",
-                "Service ports kube-proxy programmed, per state found (active: the running mode's)",
+                "Service ports kube-proxy programmed, per state found (active: the running mode's; counted_by: netlink, or the node's tool where the kernel did not answer)",
                 false,
             ),
             (
                 "pathcost_kube_endpoints",
-                "Endpoints kube-proxy programmed, per state found (active: the running mode's)",
+                "Endpoints kube-proxy programmed, per state found (active: the running mode's; counted_by: netlink or tool)",
                 true,
             ),
         ] {
@@ -369,6 +369,7 @@ impl ScrapeState {
                     ("kube_proxy_mode", c.mode),
                     ("source", c.source.as_str()),
                     ("active", if c.active { "true" } else { "false" }),
+                    ("counted_by", c.counted_by),
                 ];
                 gauge(&mut m, &labels, v as f64)?;
             }
@@ -381,6 +382,15 @@ impl ScrapeState {
         )?;
         for input in node.facts.iter().flat_map(|f| &f.unreadable) {
             gauge(&mut m, &[("input", *input)], 1.0)?;
+        }
+        let mut m = enc.encode_descriptor(
+            "pathcost_detection_count_disagreements",
+            "Counts the kernel (netlink) and the node's tool both gave, with different figures (1 each; netlink's is exported)",
+            None,
+            MetricType::Gauge,
+        )?;
+        for count in node.facts.iter().flat_map(|f| &f.disagreements) {
+            gauge(&mut m, &[("count", count.as_str())], 1.0)?;
         }
         let mut m = enc.encode_descriptor(
             "pathcost_detection_runs",
