@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use anyhow::Result;
 
 use super::{sweep_preamble, sweep_sections, Document, Exporter};
-use crate::{analysis::thousands, probes::attach::SiteStatus, report::TraceReport};
+use crate::{probes::attach::SiteStatus, report::TraceReport, text::thousands};
 
 pub struct Markdown;
 

@@ -19,10 +19,11 @@ use std::{
 use anyhow::{Context as _, Result};
 
 use crate::{
-    analysis::{thousands, Analysis, CrossoverStatus, LinearFit},
+    analysis::{Analysis, CrossoverStatus, LinearFit},
     report::TraceReport,
     results::{Point, Results},
     synthesis::program::Mode,
+    text::{decimal, thousands},
 };
 
 /// What is exported.
@@ -156,24 +157,6 @@ fn trace_unsupported(format: ExportFormat) -> anyhow::Error {
     )
 }
 
-/// A nanosecond count with thousands separators.
-fn ns(n: u64) -> String {
-    thousands(n)
-}
-
-/// A slope or intercept: two decimals when small, whole and grouped when large.
-fn decimal(x: f64) -> String {
-    if x.abs() < 1000.0 {
-        return crate::analysis::fit::format_slope(x);
-    }
-    let whole = thousands(x.abs().round() as u64);
-    if x < 0.0 {
-        format!("-{whole}")
-    } else {
-        whole
-    }
-}
-
 /// A titled block of columns: what table and Markdown both render.
 pub(crate) struct Section {
     pub title: String,
@@ -213,7 +196,7 @@ pub(crate) fn sweep_preamble(r: &Results) -> Vec<String> {
 /// The sections of a sweep report, in reading order.
 pub(crate) fn sweep_sections(r: &Results, a: &Analysis) -> Vec<Section> {
     let mut sections = Vec::new();
-    let opt = |s: Option<&crate::statistics::Summary>| s.map_or("-".to_owned(), |s| ns(s.p50_ns));
+    let opt = |s: Option<&crate::statistics::Summary>| s.map_or("-".to_owned(), |s| thousands(s.p50_ns));
     let lost = |l: &crate::collection::Losses| {
         l.unmatched_exits + l.depth_overflows + l.orphaned_frames + l.ring_reserve_failures + l.negative_durations + l.undecodable_events
     };
@@ -233,15 +216,15 @@ pub(crate) fn sweep_sections(r: &Results, a: &Analysis) -> Vec<Section> {
                 .map(|p| {
                     let t = &p.transit_new_connection;
                     let l = p.lookup_new_connection.as_ref();
-                    let lookup = |f: fn(&crate::statistics::Summary) -> u64| l.map_or("-".to_owned(), |l| ns(f(&l.summary)));
+                    let lookup = |f: fn(&crate::statistics::Summary) -> u64| l.map_or("-".to_owned(), |l| thousands(f(&l.summary)));
                     vec![
                         p.mode.to_string(),
                         thousands(u64::from(p.services)),
                         thousands(t.count),
-                        ns(t.p50_ns),
-                        ns(t.p90_ns),
-                        ns(t.p99_ns),
-                        ns(p.transit_established_packet.p50_ns),
+                        thousands(t.p50_ns),
+                        thousands(t.p90_ns),
+                        thousands(t.p99_ns),
+                        thousands(p.transit_established_packet.p50_ns),
                         l.map_or("- (the bracket cannot isolate it)".to_owned(), |l| format!("{} ({})", l.what, l.mechanism)),
                         lookup(|s| s.p50_ns),
                         lookup(|s| s.p90_ns),
@@ -272,13 +255,13 @@ pub(crate) fn sweep_sections(r: &Results, a: &Analysis) -> Vec<Section> {
                     thousands(u64::from(p.services)),
                     p.backend.clone(),
                     thousands(n.count),
-                    ns(n.p50_ns),
-                    ns(n.p90_ns),
-                    ns(n.p99_ns),
-                    ns(n.max_ns),
+                    thousands(n.p50_ns),
+                    thousands(n.p90_ns),
+                    thousands(n.p99_ns),
+                    thousands(n.max_ns),
                     opt(p.per_new_connection_raw.as_ref()),
-                    ns(p.per_established_packet.p50_ns),
-                    ns(p.per_miss_packet.p50_ns),
+                    thousands(p.per_established_packet.p50_ns),
+                    thousands(p.per_miss_packet.p50_ns),
                     decimal(p.program_ms),
                     thousands(lost(&p.losses)),
                 ]
@@ -364,7 +347,7 @@ pub(crate) fn sweep_sections(r: &Results, a: &Analysis) -> Vec<Section> {
             rows: s
                 .points
                 .iter()
-                .map(|p| vec![thousands(u64::from(p.services)), thousands(p.calls), ns(p.p50_ns)])
+                .map(|p| vec![thousands(u64::from(p.services)), thousands(p.calls), thousands(p.p50_ns)])
                 .collect(),
             notes: vec![match &s.p50_fit {
                 Some(f) => format!(
@@ -390,10 +373,10 @@ pub(crate) fn sweep_sections(r: &Results, a: &Analysis) -> Vec<Section> {
                     c.mechanism.clone(),
                     c.target.clone(),
                     c.points.to_string(),
-                    ns(c.pair_ns_median.round() as u64),
-                    ns(c.pair_ns_min.round() as u64),
-                    ns(c.pair_ns_max.round() as u64),
-                    ns(c.span_ns_median.round() as u64),
+                    thousands(c.pair_ns_median.round() as u64),
+                    thousands(c.pair_ns_min.round() as u64),
+                    thousands(c.pair_ns_max.round() as u64),
+                    thousands(c.span_ns_median.round() as u64),
                 ]
             })
             .collect(),
@@ -608,13 +591,5 @@ mod tests {
         assert!("md".parse::<ExportTarget>().unwrap_err().contains("FORMAT=PATH"));
         assert!("png=x.png".parse::<ExportTarget>().unwrap_err().contains("unknown format 'png'"));
         assert!("csv=".parse::<ExportTarget>().unwrap_err().contains("csv=-"));
-    }
-
-    #[test]
-    fn decimals_read_well() {
-        assert_eq!(decimal(1.0), "1.00");
-        assert_eq!(decimal(-0.004), "-0.00400");
-        assert_eq!(decimal(12_345.6), "12,346");
-        assert_eq!(decimal(-12_345.6), "-12,346");
     }
 }

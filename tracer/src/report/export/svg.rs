@@ -16,9 +16,10 @@ use plotters::{
 
 use super::{trace_unsupported, Document, ExportFormat, Exporter};
 use crate::{
-    analysis::{thousands, Analysis, Basis},
+    analysis::{Analysis, Basis},
     results::Results,
     synthesis::program::Mode,
+    text::thousands,
 };
 
 pub struct Svg;
