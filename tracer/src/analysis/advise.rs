@@ -170,8 +170,11 @@ fn advised_n(results: &Results, node: &NodeFacts) -> Option<(f64, String)> {
     ))
 }
 
-/// The advice as text. `source` names the results file.
-pub fn render(results: &Results, analysis: &Analysis, source: &str, node: &NodeFacts) -> Result<String> {
+/// The service count to advise for, with where it came from, and each
+/// mode's cost there; or why these results cannot give advice. `source`
+/// names the results file. Asked before any output is written, so that a
+/// refusal is the run's one message.
+pub fn basis(results: &Results, analysis: &Analysis, source: &str, node: &NodeFacts) -> Result<(f64, String, Vec<ModeCost>)> {
     let Some((n, n_source)) = advised_n(results, node) else {
         bail!("results file {source} holds no measured points: nothing to advise from (run `pathcost sweep` first)");
     };
@@ -181,6 +184,12 @@ pub fn render(results: &Results, analysis: &Analysis, source: &str, node: &NodeF
             "results file {source} has no mode measured at two or more service counts, so no cost line can be drawn; run `pathcost sweep --services 10,100,1000`"
         );
     }
+    Ok((n, n_source, costs))
+}
+
+/// The advice as text. `source` names the results file.
+pub fn render(results: &Results, analysis: &Analysis, source: &str, node: &NodeFacts) -> Result<String> {
+    let (n, n_source, costs) = basis(results, analysis, source, node)?;
     let mut out = String::new();
     let _ = writeln!(
         out,

@@ -2,7 +2,7 @@
 //! against the number of services, where modes cross, the IPVS scheduler's
 //! own cost, the control-plane cost, the probes' self-cost and every loss
 //! counter, plus warnings that tell the user what to do about a doubtful
-//! number. Exporters ([`crate::report::export`]) and `pathcost advise`
+//! number. Exporters ([`crate::report`]) and `pathcost advise`
 //! ([`advise`]) render it; nothing here formats for a terminal.
 //!
 //! Modes are compared by one figure, the [`Basis`]: the transit of a new

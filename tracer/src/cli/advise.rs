@@ -67,6 +67,9 @@ pub async fn run(args: Args) -> Result<()> {
     node.service_ports = args.services.or(node.service_ports);
     let analysis = analysis::analyze(&results);
     let source = args.results.display().to_string();
+    // A refusal (no points, no cost line) is the run's one message, not an
+    // exporter's failure.
+    analysis::advise::basis(&results, &analysis, &source, &node)?;
     export_all(&Document::Advice { results: &results, analysis: &analysis, source: &source, node: &node }, &targets)?;
     print_warnings(&analysis.warnings);
     Ok(())
