@@ -9,7 +9,6 @@ use std::time::Duration;
 use pathcost_tests::{is_root, skip};
 use tracer::{
     probes::{attach::AttachRequest, Backend},
-    report::TraceReport,
     synthesis::{
         cluster::{Cluster, ClusterSpec, Protocol, SplitMix64},
         ipvs::Scheduler,
@@ -17,7 +16,7 @@ use tracer::{
         topology::Topology,
         traffic::{self, Pace},
     },
-    trace::{Session, SessionOptions},
+    trace::{Session, SessionOptions, TraceReport},
 };
 
 const CONNECTIONS: u32 = 300;
@@ -68,7 +67,7 @@ async fn bracket_counts_every_new_connection_and_sees_iptables_grow() {
     let small = bracket_run(1).await;
     let large = bracket_run(10_000).await;
     for r in [&small, &large] {
-        eprintln!("{}", tracer::report::table::render(r));
+        eprintln!("{}", tracer::report::table::trace(r));
         assert_eq!(r.sites.len(), 1, "{:?}", r.sites);
         assert_eq!(r.sites[0].mechanism, Some(tracer::probes::Mechanism::Bracket));
         let l = &r.losses;

@@ -745,10 +745,10 @@ fn step_script(name_contains: &str) -> String {
 /// --format json` writes: the serialization of its report type, with a row.
 #[test]
 fn the_kind_workflow_reads_only_fields_trace_writes() {
-    use tracer::{collection::Losses, report::TraceReport, results::SiteRow, statistics::Summary};
+    use tracer::{collection::Losses, results::SiteRow, statistics::Summary, trace::TraceReport};
     let s = Summary { count: 10, mean_ns: 1500.5, p50_ns: 1400, p90_ns: 2000, p99_ns: 3000, max_ns: 3100 };
     let report = TraceReport {
-        schema_version: tracer::report::TRACE_SCHEMA_VERSION,
+        schema_version: tracer::trace::TRACE_SCHEMA_VERSION,
         kernel: "6.12.0".into(),
         duration_s: 30.0,
         sites: Vec::new(),
@@ -769,7 +769,7 @@ fn the_kind_workflow_reads_only_fields_trace_writes() {
         losses: Losses::default(),
         self_cost: Vec::new(),
         program_run: Vec::new(),
-        collection: tracer::report::Collection::Events,
+        collection: tracer::trace::Collection::Events,
     };
     let json = serde_json::to_value(&report).unwrap();
     check_jq_paths("trace", &step_script("(pathcost trace)"), &[json]);

@@ -19,13 +19,12 @@ use std::{
 use pathcost_tests::{kprobe_events, kprobe_skip_reason, loaded_ours, pathcost_bin, skip};
 use tracer::{
     probes::{attach::AttachRequest, Backend, ProbeSite},
-    report::TraceReport,
     synthesis::{
         cluster::Protocol,
         topology::Topology,
         traffic::{self, Pace},
     },
-    trace::{Session, SessionOptions},
+    trace::{Session, SessionOptions, TraceReport},
 };
 
 static SERIAL: Mutex<()> = Mutex::new(());
@@ -111,7 +110,7 @@ async fn iptables_nat_walks_once_per_new_flow_at_prerouting() {
     topo.node.cmd_with_input("iptables-legacy-restore", &[], Some(rules)).expect("rules");
 
     let report = trace_while(&topo, &["nf_hook_slow", "ipt_do_table"], send_new_flows).await;
-    eprintln!("{}", tracer::report::table::render(&report));
+    eprintln!("{}", tracer::report::table::trace(&report));
     assert_eq!(count(&report, "ipt_do_table", "PRE_ROUTING", "nat"), FLOWS);
     assert!(count(&report, "nf_hook_slow", "PRE_ROUTING", "") >= FLOWS);
     assert_clean(&report);
@@ -150,7 +149,7 @@ async fn ipvs_schedules_once_per_new_connection_and_nested_transmit_pairs() {
         send_new_flows,
     )
     .await;
-    eprintln!("{}", tracer::report::table::render(&report));
+    eprintln!("{}", tracer::report::table::trace(&report));
     assert_eq!(count(&report, "ip_vs_schedule", "LOCAL_IN", ""), FLOWS);
     assert!(count(&report, "ip_vs_in", "LOCAL_IN", "") >= FLOWS);
     // The transmit from inside the IPVS hook: LOCAL_OUT walks nested in it.

@@ -63,7 +63,9 @@ async fn small_sweep_shows_iptables_growing_and_leaves_the_root_namespace_alone(
     let Outcome::Complete(results) = run(&opts, std::future::pending(), |line| eprintln!("sweep: {line}")).await.expect("sweep") else {
         unreachable!("nothing stops this sweep")
     };
-    eprintln!("{}", tracer::report::sweep_table(&results));
+    let analysis = tracer::analysis::analyze(&results);
+    let document = tracer::report::Document::Sweep { results: &results, analysis: &analysis };
+    eprintln!("{}", String::from_utf8_lossy(&tracer::report::ExportFormat::Table.exporter().export(&document).expect("table")));
     assert!(results.skipped.is_empty(), "{:?}", results.skipped);
     assert_eq!(results.points.len(), 8);
 

@@ -213,7 +213,7 @@ fn transit_session(backend: Backend, topo: &Topology) -> Result<Session> {
 }
 
 /// Median transit of a finished transit session's packets (ns).
-fn transit_p50(report: &crate::report::TraceReport) -> f64 {
+fn transit_p50(report: &crate::trace::TraceReport) -> f64 {
     report.rows.iter().find(|r| r.site == crate::probes::TRANSIT.name).map_or(f64::NAN, |r| r.inclusive.p50_ns as f64)
 }
 
@@ -260,7 +260,7 @@ struct Recorded {
     lost: Option<u64>,
     losses: Option<Losses>,
     program_run_ns_per_call: Option<f64>,
-    report: Option<crate::report::TraceReport>,
+    report: Option<crate::trace::TraceReport>,
 }
 
 /// Mean of the pairs' run time per call, weighted by their calls.

@@ -11,8 +11,7 @@ use tracer_ebpf::SiteId;
 use crate::{
     netns::NetNs,
     probes::{attach::AttachRequest, Backend, ProbeSite},
-    report::TraceReport,
-    trace::{Session, SessionOptions},
+    trace::{Session, SessionOptions, TraceReport},
 };
 
 /// UDP port the test traffic goes to inside the namespace.

@@ -10,8 +10,12 @@ use std::fmt::Write as _;
 
 use anyhow::{bail, Result};
 
-use super::{fit::format_slope, thousands, Analysis, Basis, LinearFit, ModeAnalysis, NOISE_SHARE};
-use crate::{results::Results, synthesis::program::Mode, text::columns};
+use super::{Analysis, Basis, LinearFit, ModeAnalysis, NOISE_SHARE};
+use crate::{
+    results::Results,
+    synthesis::program::Mode,
+    text::{columns, human_ms, human_ns, ratio, significant, thousands},
+};
 
 /// What is known about the node being advised.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -55,27 +59,6 @@ pub fn kube_proxy_mode(mode: Mode) -> &'static str {
         Mode::Ipvs => "ipvs",
         Mode::Nftables => "nftables",
     }
-}
-
-/// ns, µs, ms or s with three significant figures or so.
-pub fn human_ns(ns: f64) -> String {
-    let a = ns.abs();
-    if a < 1_000.0 {
-        format!("{ns:.0} ns")
-    } else if a < 1_000_000.0 {
-        format!("{:.1} µs", ns / 1e3)
-    } else if a < 1_000_000_000.0 {
-        format!("{:.1} ms", ns / 1e6)
-    } else if a < 100e9 {
-        format!("{:.1} s", ns / 1e9)
-    } else {
-        format!("{:.0} s", ns / 1e9)
-    }
-}
-
-/// ms with a unit that suits the size.
-pub fn human_ms(ms: f64) -> String {
-    human_ns(ms * 1e6)
 }
 
 /// Every mode with a per-new-connection line, costed at `n`.
@@ -187,8 +170,11 @@ fn advised_n(results: &Results, node: &NodeFacts) -> Option<(f64, String)> {
     ))
 }
 
-/// The advice as text. `source` names the results file.
-pub fn render(results: &Results, analysis: &Analysis, source: &str, node: &NodeFacts) -> Result<String> {
+/// The service count to advise for, with where it came from, and each
+/// mode's cost there; or why these results cannot give advice. `source`
+/// names the results file. Asked before any output is written, so that a
+/// refusal is the run's one message.
+pub fn basis(results: &Results, analysis: &Analysis, source: &str, node: &NodeFacts) -> Result<(f64, String, Vec<ModeCost>)> {
     let Some((n, n_source)) = advised_n(results, node) else {
         bail!("results file {source} holds no measured points: nothing to advise from (run `pathcost sweep` first)");
     };
@@ -198,6 +184,12 @@ pub fn render(results: &Results, analysis: &Analysis, source: &str, node: &NodeF
             "results file {source} has no mode measured at two or more service counts, so no cost line can be drawn; run `pathcost sweep --services 10,100,1000`"
         );
     }
+    Ok((n, n_source, costs))
+}
+
+/// The advice as text. `source` names the results file.
+pub fn render(results: &Results, analysis: &Analysis, source: &str, node: &NodeFacts) -> Result<String> {
+    let (n, n_source, costs) = basis(results, analysis, source, node)?;
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -253,7 +245,7 @@ pub fn render(results: &Results, analysis: &Analysis, source: &str, node: &NodeF
             m.control_plane_ms.as_ref().map_or("-".into(), |f| human_ms(f.non_decreasing().predict(n))),
             m.control_plane_ms.as_ref().map_or("-".into(), |f| human_ms(f.non_decreasing().predict(n10))),
             // The slope as measured, falling or not.
-            m.new_connection_p50.as_ref().map_or("-".into(), |f| format!("{} ns", format_slope(f.slope))),
+            m.new_connection_p50.as_ref().map_or("-".into(), |f| format!("{} ns", significant(f.slope))),
             m.new_connection_p50.as_ref().map_or("-".into(), |f| {
                 format!("{:.2}{}", f.r_squared, if f.points < super::MIN_FIT_POINTS { " (2 N only)" } else { "" })
             }),
@@ -515,19 +507,10 @@ fn growth_verdict(m: &ModeAnalysis, n: f64) -> String {
     format!(
         "measured {} changes by {} ns per service ({} per 1,000 services, R² {:.2}), {shape}{growth}",
         m.mode,
-        format_slope(f.slope),
+        significant(f.slope),
         human_ns(f.slope * 1000.0),
         f.r_squared
     )
-}
-
-/// "1.8×", "450×", "12,000×"
-fn ratio(r: f64) -> String {
-    if r < 10.0 {
-        format!("{r:.1}×")
-    } else {
-        format!("{}×", thousands(r.round() as u64))
-    }
 }
 
 #[cfg(test)]
@@ -643,16 +626,5 @@ mod tests {
         r.points.clear();
         let e = render(&r, &analyze(&r), "empty.json", &NodeFacts::default()).unwrap_err();
         assert!(e.to_string().starts_with("results file empty.json holds no measured points"), "{e}");
-    }
-
-    #[test]
-    fn units_read_well() {
-        assert_eq!(human_ns(512.0), "512 ns");
-        assert_eq!(human_ns(12_345.0), "12.3 µs");
-        assert_eq!(human_ns(100e6), "100.0 ms");
-        assert_eq!(human_ms(2500.0), "2.5 s");
-        assert_eq!(human_ms(210_780.0), "211 s");
-        assert_eq!(ratio(1.84), "1.8×");
-        assert_eq!(ratio(12_000.4), "12,000×");
     }
 }

@@ -113,16 +113,6 @@ impl LinearFit {
     }
 }
 
-/// A slope for people: two decimals from 1 up, three significant figures
-/// below (0.00101 ns per service is not "0.00").
-pub fn format_slope(x: f64) -> String {
-    if x == 0.0 || !x.is_finite() {
-        return format!("{x:.2}");
-    }
-    let decimals = (2 - x.abs().log10().floor() as i32).clamp(2, 6) as usize;
-    format!("{x:.decimals$}")
-}
-
 /// Where two fitted lines cross: `None` when they are parallel.
 pub fn intersection(a: &LinearFit, b: &LinearFit) -> Option<f64> {
     let dslope = a.slope - b.slope;
@@ -206,16 +196,6 @@ mod tests {
         assert!(LinearFit::of(&[(10.0, 1.0)]).is_none());
         assert!(LinearFit::of(&[(10.0, 1.0), (10.0, 2.0)]).is_none());
         assert!(LinearFit::of(&[(10.0, 1.0), (20.0, f64::NAN)]).is_none());
-    }
-
-    #[test]
-    fn slopes_keep_three_significant_figures() {
-        assert_eq!(format_slope(42.591), "42.59");
-        assert_eq!(format_slope(1.0), "1.00");
-        assert_eq!(format_slope(0.5), "0.500");
-        assert_eq!(format_slope(1.0 / 990.0), "0.00101");
-        assert_eq!(format_slope(-19.17), "-19.17");
-        assert_eq!(format_slope(0.0), "0.00");
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! against the number of services, where modes cross, the IPVS scheduler's
 //! own cost, the control-plane cost, the probes' self-cost and every loss
 //! counter, plus warnings that tell the user what to do about a doubtful
-//! number. Exporters ([`crate::report::export`]) and `pathcost advise`
+//! number. Exporters ([`crate::report`]) and `pathcost advise`
 //! ([`advise`]) render it; nothing here formats for a terminal.
 //!
 //! Modes are compared by one figure, the [`Basis`]: the transit of a new
@@ -28,6 +28,7 @@ use crate::{
     results::{Point, Results},
     statistics::Summary,
     synthesis::program::Mode,
+    text::{significant, thousands},
 };
 
 /// A probe pair dearer than this is far above what fentry or kprobes cost
@@ -240,19 +241,6 @@ pub fn point_name(p: &Point) -> String {
     format!("{} at {} services", p.mode, thousands(u64::from(p.services)))
 }
 
-/// 1234567 -> "1,234,567": counts are read by people.
-pub fn thousands(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Fits `value` of every point that measured something (`count > 0`)
 /// against its N.
 fn fit_by<'a>(points: &[&'a Point], value: impl Fn(&'a Point) -> Option<f64>) -> Option<LinearFit> {
@@ -377,7 +365,7 @@ fn mode_analysis(mode: Mode, points: &[&Point], basis: Basis, warnings: &mut Vec
             WarningKind::FallingCost,
             format!(
                 "{mode}: cost per new connection falls with N ({} ns per service): more rules never make a lookup cheaper, so this is noise; predictions and crossings treat {mode} as flat at its mean",
-                fit::format_slope(f.slope)
+                significant(f.slope)
             ),
         ));
     }
@@ -804,13 +792,5 @@ pub(crate) mod tests {
         let a = analyze(&r);
         assert!(a.modes.is_empty() && a.crossovers.is_empty());
         assert!(a.warnings.iter().any(|w| w.kind == WarningKind::NoPoints));
-    }
-
-    #[test]
-    fn thousands_separators() {
-        assert_eq!(thousands(0), "0");
-        assert_eq!(thousands(999), "999");
-        assert_eq!(thousands(1000), "1,000");
-        assert_eq!(thousands(1_234_567), "1,234,567");
     }
 }

@@ -6,12 +6,12 @@ use anyhow::{bail, Result};
 use tracer::{
     analysis::{self, advise::NodeFacts},
     detection::{self, proxy_mode::KubeProxyMode, IptablesFlavour},
-    report::export::write_to,
+    report::{check_targets, export_all, Document, DocumentKind, ExportFormat, ExportTarget},
     results::Results,
     synthesis::program::Mode,
 };
 
-use super::report::print_warnings;
+use super::{export_target_of, report::print_warnings, targets, FormatOf};
 
 /// Which kube-proxy mode to run, from measured numbers.
 ///
@@ -41,12 +41,21 @@ pub struct Args {
     /// twice), as `pathcost detect` reports it.
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     services: Option<u32>,
+    /// Format of the advice (plain text for now; the value is taken so
+    /// that every report command picks its output the same way).
+    #[arg(long, value_parser = FormatOf(DocumentKind::Advice), default_value = "table")]
+    format: ExportFormat,
     /// Write the advice here ("-" is stdout).
     #[arg(long, short, default_value = "-")]
     output: PathBuf,
+    /// Also write FORMAT to PATH ("-" is stdout); repeatable.
+    #[arg(long, value_name = "FORMAT=PATH", value_parser = export_target_of(DocumentKind::Advice))]
+    export: Vec<ExportTarget>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
+    let targets = targets(args.format, Some(args.output), args.export);
+    check_targets(DocumentKind::Advice, &targets)?;
     let results = Results::load(&args.results)?;
     // Detection runs only for what the flags leave open.
     let detect = args.live && (args.mode.is_none() || args.services.is_none());
@@ -57,8 +66,11 @@ pub async fn run(args: Args) -> Result<()> {
     node.mode = args.mode.or(node.mode);
     node.service_ports = args.services.or(node.service_ports);
     let analysis = analysis::analyze(&results);
-    let text = analysis::advise::render(&results, &analysis, &args.results.display().to_string(), &node)?;
-    write_to(text.as_bytes(), &args.output)?;
+    let source = args.results.display().to_string();
+    // A refusal (no points, no cost line) is the run's one message, not an
+    // exporter's failure.
+    analysis::advise::basis(&results, &analysis, &source, &node)?;
+    export_all(&Document::Advice { results: &results, analysis: &analysis, source: &source, node: &node }, &targets)?;
     print_warnings(&analysis.warnings);
     Ok(())
 }

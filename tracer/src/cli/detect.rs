@@ -1,11 +1,14 @@
 //! `pathcost detect`: what this node runs and what its kernel allows.
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use tracer::detection::{self, proxy_mode, CollectOptions};
+use tracer::{
+    detection::{self, proxy_mode, CollectOptions},
+    report::{check_targets, export_all, Document, DocumentKind, ExportFormat, ExportTarget},
+};
 
-use super::{check_outputs, write_output};
+use super::{export_target_of, parse_kube_proxy_address, targets, FormatOf, KubeProxyAddress};
 
 /// Show kube-proxy's mode, the iptables backend, the service and endpoint
 /// counts and the kernel's probing capabilities of this node.
@@ -22,39 +25,26 @@ use super::{check_outputs, write_output};
 /// without root (reports what it could not read).
 #[derive(clap::Args, Debug)]
 pub struct Args {
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    /// Format of the result.
+    #[arg(long, value_parser = FormatOf(DocumentKind::Detection), default_value = "table")]
+    format: ExportFormat,
     /// Write the result here instead of stdout ("-" is stdout).
     #[arg(long, short)]
     output: Option<PathBuf>,
+    /// Also write FORMAT (table, json) to PATH ("-" is stdout);
+    /// repeatable, e.g. --export json=node.json.
+    #[arg(long, value_name = "FORMAT=PATH", value_parser = export_target_of(DocumentKind::Detection))]
+    export: Vec<ExportTarget>,
     /// kube-proxy's metrics address to ask for /proxyMode ("none" skips
     /// asking).
-    #[arg(long, default_value = proxy_mode::DEFAULT_METRICS_ADDRESS, value_parser = parse_metrics_address)]
-    metrics_address: MetricsAddress,
-}
-
-/// Output formats of `detect`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    Table,
-    Json,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct MetricsAddress(Option<SocketAddr>);
-
-fn parse_metrics_address(s: &str) -> Result<MetricsAddress, String> {
-    if s == "none" {
-        return Ok(MetricsAddress(None));
-    }
-    s.parse().map(|a| MetricsAddress(Some(a))).map_err(|_| {
-        format!("'{s}' is not an address such as 127.0.0.1:10249 or [::1]:10249 (or 'none')")
-    })
+    #[arg(long, default_value = proxy_mode::DEFAULT_METRICS_ADDRESS, value_parser = parse_kube_proxy_address)]
+    metrics_address: KubeProxyAddress,
 }
 
 pub async fn run(args: Args) -> Result<()> {
     // Before detection runs the node's tools and asks kube-proxy.
-    check_outputs(args.output.as_deref(), &[])?;
+    let targets = targets(args.format, args.output, args.export);
+    check_targets(DocumentKind::Detection, &targets)?;
     let options = CollectOptions {
         metrics_address: args.metrics_address.0,
         ..CollectOptions::default()
@@ -63,9 +53,5 @@ pub async fn run(args: Args) -> Result<()> {
     let detection = tokio::task::spawn_blocking(move || detection::detect_with(&options))
         .await
         .context("detection thread failed")??;
-    let text = match args.format {
-        Format::Table => detection::table::render(&detection),
-        Format::Json => serde_json::to_string_pretty(&detection)? + "\n",
-    };
-    write_output(&text, args.output.as_deref())
+    export_all(&Document::Detection(&detection), &targets)
 }

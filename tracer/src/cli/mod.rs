@@ -1,10 +1,15 @@
 //! The `pathcost` command line: one module per subcommand, each with its
 //! flags (defined once, so help and validation come from one place) and the
-//! function that runs it; helpers shared by several live here.
+//! function that runs it; flags several commands share are declared once
+//! and flattened in ([`probing`], [`ruleset`]); helpers shared by several
+//! live here. Every command that writes a report picks its exporters the
+//! same two ways, `--format` and `--export FORMAT=PATH`
+//! ([`tracer::report`]).
 
 pub mod advise;
 pub mod bench;
 pub mod detect;
+pub mod probing;
 pub mod report;
 pub mod rules;
 pub mod ruleset;
@@ -13,10 +18,13 @@ pub mod serve;
 pub mod sweep;
 pub mod trace;
 
-use std::{path::Path, time::Duration};
+use std::{ffi::OsStr, net::SocketAddr, path::PathBuf, time::Duration};
 
-use anyhow::{bail, Context as _, Result};
-use tracer::report::export::ExportTarget;
+use clap::{
+    builder::{PossibleValue, PossibleValuesParser, TypedValueParser},
+    ValueEnum as _,
+};
+use tracer::report::{DocumentKind, ExportFormat, ExportTarget};
 
 /// Parses `500ms`, `30s`, `5m`, `1h` or a bare number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -39,94 +47,63 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
-/// Interface index of `dev` in pathcost's own network namespace.
-pub fn ifindex(dev: &str) -> Result<u32> {
-    let path = format!("/sys/class/net/{dev}/ifindex");
-    std::fs::read_to_string(&path)
-        .with_context(|| format!("no network device {dev} ({path})"))?
-        .trim()
-        .parse()
-        .with_context(|| format!("unreadable {path}"))
+/// kube-proxy's metrics address, where `detect` and `serve` ask for
+/// /proxyMode; `None` ("none" on the command line): do not ask.
+#[derive(Clone, Copy, Debug)]
+pub struct KubeProxyAddress(pub Option<SocketAddr>);
+
+pub fn parse_kube_proxy_address(s: &str) -> Result<KubeProxyAddress, String> {
+    if s == "none" {
+        return Ok(KubeProxyAddress(None));
+    }
+    s.parse()
+        .map(|a| KubeProxyAddress(Some(a)))
+        .map_err(|_| format!("'{s}' is not an address such as 127.0.0.1:10249 or [::1]:10249 (or 'none')"))
 }
 
-/// `NS_GET_NSTYPE` from linux/nsfs.h: `_IO(0xb7, 0x3)`.
-const NS_GET_NSTYPE: libc::c_ulong = 0xb703;
+/// `--format` of a command whose report is a `kind` of document: the
+/// formats that can render it, each listed in `--help` with what it gives;
+/// any other is refused before anything runs (exit 2).
+#[derive(Clone, Copy, Debug)]
+pub struct FormatOf(pub DocumentKind);
 
-/// What `trace` and `serve` filter packets by, from their `--netns`,
-/// `--device` and `--egress-device`: the namespace inode (if given) and
-/// the tracepoint spans' filter (0 where a flag is absent).
-pub fn packet_filter(
-    netns: Option<&Path>,
-    device: Option<&str>,
-    egress_device: Option<&str>,
-) -> Result<(Option<u32>, tracer::probes::attach::BracketFilter)> {
-    let netns = netns.map(netns_inode).transpose()?;
-    let filter = tracer::probes::attach::BracketFilter {
-        ifindex: device.map(ifindex).transpose()?.unwrap_or(0),
-        netns: netns.unwrap_or(0),
-        egress_ifindex: egress_device.map(ifindex).transpose()?.unwrap_or(0),
+impl FormatOf {
+    fn possible(self) -> Vec<PossibleValue> {
+        self.0.formats().into_iter().filter_map(|f| f.to_possible_value()).collect()
+    }
+}
+
+impl TypedValueParser for FormatOf {
+    type Value = ExportFormat;
+
+    fn parse_ref(&self, cmd: &clap::Command, arg: Option<&clap::Arg>, value: &OsStr) -> Result<ExportFormat, clap::Error> {
+        let name = PossibleValuesParser::new(self.possible()).parse_ref(cmd, arg, value)?;
+        name.parse().map_err(|e: String| clap::Error::raw(clap::error::ErrorKind::InvalidValue, e + "\n"))
+    }
+
+    fn possible_values(&self) -> Option<Box<dyn Iterator<Item = PossibleValue> + '_>> {
+        Some(Box::new(self.possible().into_iter()))
+    }
+}
+
+/// `--export FORMAT=PATH` of a command whose report is a `kind`: a format
+/// that cannot render it is refused before anything runs (exit 2).
+pub fn export_target_of(kind: DocumentKind) -> impl Fn(&str) -> Result<ExportTarget, String> + Clone + Send + Sync + 'static {
+    move |s| {
+        let target: ExportTarget = s.parse()?;
+        kind.check(target.format)?;
+        Ok(target)
+    }
+}
+
+/// A command's outputs in the order they are written: `--format` to
+/// `--output` (stdout when absent), then every `--export`.
+pub fn targets(format: ExportFormat, output: Option<PathBuf>, exports: Vec<ExportTarget>) -> Vec<ExportTarget> {
+    let main = match output {
+        Some(path) => ExportTarget { format, path },
+        None => ExportTarget::stdout(format),
     };
-    Ok((netns, filter))
-}
-
-/// Inode of a network namespace file, which is what the probes record.
-///
-/// The file must be a network namespace: any other file has an inode too,
-/// and filtering on it would silently measure nothing. The kernel says what
-/// a namespace file is (`NS_GET_NSTYPE`); anything else is named by its
-/// file type.
-pub fn netns_inode(path: &Path) -> Result<u32> {
-    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _};
-    use std::os::fd::AsRawFd as _;
-    let shown = path.display();
-    let file = std::fs::File::open(path).with_context(|| format!("cannot open network namespace {shown}"))?;
-    let meta = file.metadata().with_context(|| format!("cannot open network namespace {shown}"))?;
-    // SAFETY: NS_GET_NSTYPE takes no argument and only reads the open
-    // descriptor; on a file that is not a namespace it fails with ENOTTY.
-    let kind = unsafe { libc::ioctl(file.as_raw_fd(), NS_GET_NSTYPE as _) };
-    if kind < 0 {
-        let t = meta.file_type();
-        let what = if t.is_dir() {
-            "a directory"
-        } else if t.is_file() {
-            "a regular file"
-        } else if t.is_socket() {
-            "a socket"
-        } else if t.is_fifo() {
-            "a pipe"
-        } else if t.is_char_device() || t.is_block_device() {
-            "a device"
-        } else {
-            "not a namespace file"
-        };
-        bail!("--netns {shown} is {what}, not a network namespace (give /proc/PID/ns/net or /run/netns/NAME)");
-    }
-    if kind != libc::CLONE_NEWNET {
-        let what = match kind {
-            libc::CLONE_NEWNS => "mount",
-            libc::CLONE_NEWPID => "PID",
-            libc::CLONE_NEWUTS => "UTS",
-            libc::CLONE_NEWIPC => "IPC",
-            libc::CLONE_NEWUSER => "user",
-            libc::CLONE_NEWCGROUP => "cgroup",
-            libc::CLONE_NEWTIME => "time",
-            _ => "another kind of",
-        };
-        bail!("--netns {shown} is a {what} namespace, not a network namespace (give /proc/PID/ns/net or /run/netns/NAME)");
-    }
-    u32::try_from(meta.ino()).with_context(|| format!("--netns {shown}: inode {} does not fit the probes' 32 bits", meta.ino()))
-}
-
-/// Writes `text` to `output` atomically, or to stdout when it is `None` or `-`.
-pub fn write_output(text: &str, output: Option<&Path>) -> Result<()> {
-    tracer::output::write_file(output.unwrap_or(Path::new("-")), text.as_bytes())
-}
-
-/// Checks, before any work starts, that `output` and every `--export`
-/// target can be written, so a long run is not lost to a typo at its end.
-pub fn check_outputs(output: Option<&Path>, exports: &[ExportTarget]) -> Result<()> {
-    output.map_or(Ok(()), tracer::output::check_file)?;
-    tracer::report::export::check_targets(exports)
+    std::iter::once(main).chain(exports).collect()
 }
 
 #[cfg(test)]

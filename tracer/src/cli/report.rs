@@ -4,10 +4,12 @@ use std::{io::IsTerminal as _, path::PathBuf};
 
 use anyhow::Result;
 use tracer::{
-    analysis::{self, Analysis, Warning},
-    report::export::{self, Document, ExportFormat, ExportTarget},
+    analysis::{self, Warning},
+    report::{check_targets, export_all, Document, DocumentKind, ExportFormat, ExportTarget},
     results::Results,
 };
+
+use super::{export_target_of, targets, FormatOf};
 
 /// Analyse a sweep's results file and export it.
 ///
@@ -33,27 +35,25 @@ pub struct Args {
     #[arg(value_name = "RESULTS.json")]
     results: PathBuf,
     /// Format of the main output.
-    #[arg(long, short, value_enum, default_value_t = ExportFormat::Table)]
+    #[arg(long, short, value_parser = FormatOf(DocumentKind::Sweep), default_value = "table")]
     format: ExportFormat,
     /// Where the main output goes ("-" is stdout).
     #[arg(long, short, default_value = "-")]
     output: PathBuf,
     /// Also write FORMAT (table, md, csv, json, svg) to PATH; repeatable.
-    #[arg(long, value_name = "FORMAT=PATH")]
+    #[arg(long, value_name = "FORMAT=PATH", value_parser = export_target_of(DocumentKind::Sweep))]
     export: Vec<ExportTarget>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let mut targets = vec![ExportTarget { format: args.format, path: args.output }];
-    targets.extend(args.export);
+    let targets = targets(args.format, Some(args.output), args.export);
     // Before anything is written: outputs go out one by one, so a bad last
     // one found only when its turn came would leave the earlier ones
     // written and the run failed.
-    export::check_targets(&targets)?;
+    check_targets(DocumentKind::Sweep, &targets)?;
     let results = Results::load(&args.results)?;
     let analysis = analysis::analyze(&results);
-    let document = Document::Sweep { results: &results, analysis: &analysis };
-    export::export_all(&document, &targets)?;
+    export_all(&Document::Sweep { results: &results, analysis: &analysis }, &targets)?;
     print_warnings(&analysis.warnings);
     Ok(())
 }
@@ -66,21 +66,4 @@ pub fn print_warnings(warnings: &[Warning]) {
     for w in warnings {
         eprintln!("{prefix} {}", w.message);
     }
-}
-
-/// `--export` for commands that produce a sweep (`pathcost sweep`): the
-/// same exporters and warnings as `pathcost report`.
-pub fn export_sweep(results: &Results, targets: &[ExportTarget]) -> Result<()> {
-    if targets.is_empty() {
-        return Ok(());
-    }
-    let analysis: Analysis = analysis::analyze(results);
-    export::export_all(&Document::Sweep { results, analysis: &analysis }, targets)?;
-    print_warnings(&analysis.warnings);
-    Ok(())
-}
-
-/// `--export` for `pathcost trace`.
-pub fn export_trace(report: &tracer::report::TraceReport, targets: &[ExportTarget]) -> Result<()> {
-    export::export_all(&Document::Trace(report), targets)
 }

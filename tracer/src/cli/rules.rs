@@ -8,11 +8,15 @@
 use std::path::PathBuf;
 
 use anyhow::{Context as _, Result};
-use tracer::synthesis::program::{steps, Mode, Step};
+use tracer::{
+    report::{check_targets, export_all, Document, DocumentKind, ExportFormat, ExportTarget},
+    synthesis::program::{steps, Mode},
+};
 
 use super::{
+    export_target_of,
     ruleset::{service_count, RulesetArgs},
-    check_outputs, write_output,
+    targets, FormatOf,
 };
 
 /// Print the rules a sweep point loads, exactly as the sweep feeds them to
@@ -48,71 +52,41 @@ pub struct Args {
     services: u32,
     #[command(flatten)]
     ruleset: RulesetArgs,
-    /// text: each input under a `# COMMAND` line; json: a list of
-    /// {"tool", "args", "input"} objects, in the order they are applied.
-    #[arg(long, value_enum, default_value_t = RulesFormat::Text)]
-    format: RulesFormat,
+    /// table (or text): each input under a `# COMMAND` line; json: a list
+    /// of {"tool", "args", "input"} objects, in the order they are applied.
+    #[arg(long, value_parser = FormatOf(DocumentKind::Rules), default_value = "table")]
+    format: ExportFormat,
     /// Write to FILE instead of stdout ("-" is stdout).
     #[arg(long, short)]
     output: Option<PathBuf>,
-}
-
-#[derive(clap::ValueEnum, Clone, Copy, Debug)]
-enum RulesFormat {
-    Text,
-    Json,
-}
-
-/// One input in the JSON output: what to run and what to feed it.
-#[derive(serde::Serialize)]
-struct ToolInput<'a> {
-    tool: &'static str,
-    args: Vec<String>,
-    input: &'a str,
+    /// Also write FORMAT (table, json) to PATH ("-" is stdout); repeatable.
+    #[arg(long, value_name = "FORMAT=PATH", value_parser = export_target_of(DocumentKind::Rules))]
+    export: Vec<ExportTarget>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
     // Before building up to 65,000 services' rules.
-    check_outputs(args.output.as_deref(), &[])?;
+    let targets = targets(args.format, args.output.clone(), args.export.clone());
+    check_targets(DocumentKind::Rules, &targets)?;
     let r = &args.ruleset;
     let cluster = tracer::sweep::point_cluster(args.services, r.endpoints, &r.protocols, r.seed)
         .with_context(|| format!("cannot build {} services × {} endpoints", args.services, r.endpoints))?;
     let steps = steps(args.mode, &cluster, r.ipvs_scheduler);
-    let text = match args.format {
-        RulesFormat::Text => render_text(&args, &steps),
-        RulesFormat::Json => {
-            let inputs: Vec<ToolInput> = steps
-                .iter()
-                .map(|s| {
-                    let (tool, args) = s.command();
-                    ToolInput { tool, args, input: s.input() }
-                })
-                .collect();
-            serde_json::to_string_pretty(&inputs)? + "\n"
-        }
-    };
-    write_output(&text, args.output.as_deref())
+    export_all(&Document::Rules { invocation: &invocation(&args), steps: &steps }, &targets)
 }
 
-/// A preamble naming the point, then each step's command line as a comment
-/// and its input verbatim.
-fn render_text(args: &Args, steps: &[Step]) -> String {
+/// The command line that prints this point's rules, defaults spelled out,
+/// so the output says which point it is.
+fn invocation(args: &Args) -> String {
     let r = &args.ruleset;
     let protocols: Vec<&str> = r.protocols.iter().map(|p| p.as_str()).collect();
-    let mut out = format!(
-        "# pathcost rules --mode {} --services {} --endpoints {} --protocols {} --seed {}{}\n\
-         # What `pathcost sweep` feeds to the node namespace for this point, in order:\n\
-         # each input follows a line naming the command it goes to on stdin.\n",
+    format!(
+        "pathcost rules --mode {} --services {} --endpoints {} --protocols {} --seed {}{}",
         args.mode,
         args.services,
         r.endpoints,
         protocols.join(","),
         r.seed,
         if args.mode == Mode::Ipvs { format!(" --ipvs-scheduler {}", r.ipvs_scheduler) } else { String::new() },
-    );
-    for step in steps {
-        out.push_str(&format!("\n# {}\n", step.command_line()));
-        out.push_str(step.input());
-    }
-    out
+    )
 }

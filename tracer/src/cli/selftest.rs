@@ -2,12 +2,11 @@
 
 use anyhow::Result;
 use tracer::{
-    probes::Backend,
-    report::{self, Format},
+    report::{export_all, Document, DocumentKind, ExportFormat, ExportTarget},
     selftest,
 };
 
-use super::write_output;
+use super::{probing::MechanismArgs, FormatOf};
 
 /// Check on this kernel that the probes see real packets.
 ///
@@ -20,18 +19,19 @@ pub struct Args {
     /// Packets to send, each from its own source port (a new connection).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=45_000))]
     packets: u64,
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
+    #[command(flatten)]
+    mechanism: MechanismArgs,
     /// iptables command used inside the namespace.
     #[arg(long, default_value = "iptables-legacy")]
     iptables: String,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    /// Format of the trace report printed before the verdict.
+    #[arg(long, value_parser = FormatOf(DocumentKind::Trace), default_value = "table")]
+    format: ExportFormat,
 }
 
 pub async fn run(args: Args) -> Result<()> {
-    let outcome = selftest::run(args.backend, args.packets, &args.iptables).await?;
-    write_output(&report::render(&outcome.report, args.format)?, None)?;
+    let outcome = selftest::run(args.mechanism.backend, args.packets, &args.iptables).await?;
+    export_all(&Document::Trace(&outcome.report), &[ExportTarget::stdout(args.format)])?;
     eprintln!(
         "selftest: sent {} packets, the rule counted {}, nf_hook_slow paired {} calls",
         outcome.packets_sent, outcome.rule_packets, outcome.nf_hook_slow_pairs

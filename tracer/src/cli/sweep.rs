@@ -4,17 +4,19 @@ use std::{path::PathBuf, time::Duration};
 
 use anyhow::{bail, Context as _, Result};
 use tracer::{
-    probes::Backend,
-    report::{self, Format},
+    analysis,
+    report::{check_targets, export_all, Document, DocumentKind, ExportFormat, ExportTarget},
     sweep::{Outcome, SweepOptions},
     synthesis::{program::Mode, traffic::Pace},
     trace::StopSignals,
 };
 
 use super::{
-    check_outputs, parse_duration,
+    export_target_of, parse_duration,
+    probing::MechanismArgs,
+    report::print_warnings,
     ruleset::{service_count, RulesetArgs},
-    write_output,
+    targets, FormatOf,
 };
 
 /// Measure cost against the number of services, per kube-proxy mode.
@@ -51,8 +53,8 @@ pub struct Args {
     /// ...and packets sent on each once it is established.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     packets_per_flow: u32,
-    #[arg(long, value_enum, default_value_t = Backend::Auto)]
-    backend: Backend,
+    #[command(flatten)]
+    mechanism: MechanismArgs,
     /// Packets per second at most in each phase (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     rate: u32,
@@ -62,12 +64,14 @@ pub struct Args {
     /// Directory for results.json (written after every point).
     #[arg(long, short, default_value = "target/pathcost-sweep")]
     output: PathBuf,
-    #[arg(long, value_enum, default_value_t = Format::Table)]
-    format: Format,
+    /// Format of the report printed at the end: the same report, with the
+    /// same analysis, as `pathcost report` gives for results.json.
+    #[arg(long, value_parser = FormatOf(DocumentKind::Sweep), default_value = "table")]
+    format: ExportFormat,
     /// Also write FORMAT (table, md, csv, json, svg) to PATH ("-" is
     /// stdout); repeatable, e.g. --export md=report.md --export svg=cost.svg.
-    #[arg(long, value_name = "FORMAT=PATH")]
-    export: Vec<tracer::report::export::ExportTarget>,
+    #[arg(long, value_name = "FORMAT=PATH", value_parser = export_target_of(DocumentKind::Sweep))]
+    export: Vec<ExportTarget>,
 }
 
 pub async fn run(args: Args) -> Result<()> {
@@ -75,7 +79,8 @@ pub async fn run(args: Args) -> Result<()> {
     tracer::capabilities::require_tracing_privileges()?;
     tracer::output::check_directory(&args.output)
         .with_context(|| format!("--output {} cannot hold results.json", args.output.display()))?;
-    check_outputs(None, &args.export)?;
+    let targets = targets(args.format, None, args.export);
+    check_targets(DocumentKind::Sweep, &targets)?;
     let opts = SweepOptions {
         modes: args.modes,
         services: args.services,
@@ -86,7 +91,7 @@ pub async fn run(args: Args) -> Result<()> {
         established_flows: args.established_flows,
         packets_per_flow: args.packets_per_flow,
         scheduler: args.ruleset.ipvs_scheduler,
-        backend: args.backend,
+        backend: args.mechanism.backend,
         pace: Pace { rate: args.rate, max_time: args.phase_time },
         seed: args.ruleset.seed,
         output: Some(args.output.clone()),
@@ -100,12 +105,9 @@ pub async fn run(args: Args) -> Result<()> {
             results_file.display()
         ),
     };
-    let text = match args.format {
-        Format::Table => report::sweep_table(&results),
-        Format::Json => results.to_json()?,
-    };
-    write_output(&text, None)?;
     eprintln!("sweep: results in {}", results_file.display());
-    super::report::export_sweep(&results, &args.export)?;
+    let analysis = analysis::analyze(&results);
+    export_all(&Document::Sweep { results: &results, analysis: &analysis }, &targets)?;
+    print_warnings(&analysis.warnings);
     Ok(())
 }

@@ -1,29 +1,72 @@
-//! Plain-text rendering for a terminal: a trace report, and the table a
-//! sweep ends with.
+//! Plain text for a terminal: every document as aligned columns and
+//! lines. Warnings are not part of it; the command prints them on stderr,
+//! where a terminal user sees them and a pipe does not carry them.
 
 use std::fmt::Write as _;
 
-use super::TraceReport;
-use crate::{results::Results, text::columns};
+use anyhow::Result;
 
-pub fn render(r: &TraceReport) -> String {
+use super::{
+    sections::{site_row, sweep_preamble, sweep_sections, SITE_HEADER},
+    Document, DocumentKind, Exporter,
+};
+use crate::{
+    analysis::{advise, Analysis},
+    bench::{BenchReport, Tracer},
+    results::Results,
+    synthesis::program::Step,
+    text::{columns, fixed_or_dash},
+    trace::TraceReport,
+};
+
+pub struct Table;
+
+impl Exporter for Table {
+    fn serves(&self, _: DocumentKind) -> bool {
+        true
+    }
+
+    fn export(&self, document: &Document) -> Result<Vec<u8>> {
+        Ok(match document {
+            Document::Sweep { results, analysis } => sweep(results, analysis),
+            Document::Trace(report) => trace(report),
+            Document::Detection(detection) => crate::detection::table::render(detection),
+            Document::Bench(report) => bench(report),
+            Document::Advice { results, analysis, source, node } => advise::render(results, analysis, source, node)?,
+            Document::Rules { invocation, steps } => rules(invocation, steps),
+        }
+        .into_bytes())
+    }
+}
+
+/// A sweep's report: its sections as columns under their titles.
+fn sweep(results: &Results, analysis: &Analysis) -> String {
+    let mut out = String::from("pathcost report: ");
+    for line in sweep_preamble(results) {
+        let _ = writeln!(out, "{line}");
+    }
+    for s in sweep_sections(results, analysis) {
+        let _ = writeln!(out, "\n{}:", s.title);
+        if s.rows.is_empty() {
+            out.push_str("  (none)\n");
+        } else {
+            let header: Vec<&str> = s.header.iter().map(String::as_str).collect();
+            out.push_str(&columns(&header, &s.rows));
+        }
+        for note in &s.notes {
+            let _ = writeln!(out, "  {note}");
+        }
+    }
+    out
+}
+
+/// A trace report: also the live summary `trace` prints every --interval.
+pub fn trace(r: &TraceReport) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "pathcost trace: kernel {}, {:.1} s", r.kernel, r.duration_s);
     let _ = writeln!(out, "\nprobe sites:");
-    let site_rows: Vec<Vec<String>> = r
-        .sites
-        .iter()
-        .map(|s| {
-            vec![
-                s.site.to_owned(),
-                s.symbol.clone().unwrap_or_else(|| "-".into()),
-                s.module.clone().unwrap_or_else(|| "vmlinux".into()),
-                s.mechanism.map_or("not attached".into(), |m| m.to_string()),
-                s.notes.join("; "),
-            ]
-        })
-        .collect();
-    out.push_str(&columns(&["site", "symbol", "module", "mechanism", "notes"], &site_rows));
+    let site_rows: Vec<Vec<String>> = r.sites.iter().map(site_row).collect();
+    out.push_str(&columns(&SITE_HEADER, &site_rows));
 
     let _ = writeln!(out, "\nper call (ns; self = minus nested probed calls; corr = minus probe cost):");
     let _ = writeln!(out, "  collected by {}", r.collection.describe());
@@ -125,44 +168,112 @@ pub fn render(r: &TraceReport) -> String {
     out
 }
 
-/// The sweep's closing table: one line per (mode, N).
-pub fn sweep_table(r: &Results) -> String {
-    let mut out = format!("pathcost sweep: kernel {}, {} points\n", r.kernel, r.points.len());
-    for s in &r.skipped {
-        let _ = writeln!(out, "skipped {}: {}", s.mode, s.reason);
-    }
-    let rows: Vec<Vec<String>> = r
-        .points
-        .iter()
-        .map(|p| {
-            let l = &p.losses;
-            let lookup = p.lookup_new_connection.as_ref();
-            vec![
-                p.mode.to_string(),
-                p.services.to_string(),
-                p.backend.clone(),
-                format!("{:.0}", p.program_ms),
-                p.transit_new_connection.count.to_string(),
-                p.transit_new_connection.p50_ns.to_string(),
-                p.transit_new_connection.p99_ns.to_string(),
-                p.transit_established_packet.p50_ns.to_string(),
-                lookup.map_or("-".to_owned(), |l| l.summary.p50_ns.to_string()),
-                p.per_new_connection.p50_ns.to_string(),
-                (l.unmatched_exits + l.orphaned_frames + l.depth_overflows + l.ring_reserve_failures + l.undecodable_events)
-                    .to_string(),
-            ]
-        })
-        .collect();
-    out.push_str(&columns(
-        &[
-            "mode", "services", "backend", "program ms", "new conns", "transit p50 ns", "transit p99 ns",
-            "established transit p50 ns", "lookup p50 ns", "netfilter hooks p50 ns", "lost events",
-        ],
-        &rows,
-    ));
-    out.push_str(
-        "transit: a forwarded packet from arrival on the client-facing device to departure on the backend-facing one (tracepoints only; compare modes by it). \
-         lookup: the call that finds the service (raw). netfilter hooks: the nf_hook_slow union, corrected (IPVS includes its forwarding).\n",
+/// A bench run: the tracers side by side, then the flood.
+fn bench(r: &BenchReport) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "pathcost bench: kernel {}, {} services, {} new connections per tracer in {} rotated rounds, {}, {:.1} probed calls per packet",
+        r.kernel, r.services, r.packets_per_phase, r.rounds, r.backend, r.calls_per_packet
     );
+    let _ = writeln!(
+        out,
+        "nothing attached: transit p50 {:.0} ns per packet ({:.1} probed calls inside it); sender's wall time {:.0} ns per new connection (median of rounds, first {:.0}, last {:.0})",
+        r.detached_transit_p50_ns,
+        r.transit_calls_per_packet,
+        r.detached_ns,
+        r.detached_first_last_ns.0,
+        r.detached_first_last_ns.1
+    );
+    let _ = writeln!(
+        out,
+        "\n{:<21} {:>12} {:>14} {:>10} {:>10} {:>8} {:>12} {:>11} {:>10}",
+        "tracer", "transit p50", "added/packet", "added/call", "x bpftrace", "x floor", "in programs", "wall/packet", "wall added"
+    );
+    for t in &r.tracers {
+        let _ = writeln!(
+            out,
+            "{:<21} {:>12.0} {:>14.0} {:>10.0} {:>10} {:>8} {:>12} {:>11.0} {:>10.0}",
+            t.tracer.to_string(),
+            t.transit_p50_ns,
+            t.added_transit_ns,
+            t.added_ns_per_transit_call,
+            fixed_or_dash(t.ratio_to_bpftrace, 2),
+            fixed_or_dash(t.floor_multiple, 2),
+            fixed_or_dash(t.program_run_ns_per_call, 0),
+            t.attached_ns,
+            t.added_ns_per_packet,
+        );
+    }
+    let _ = writeln!(
+        out,
+        "(ns; added: median over rounds of the transit p50 over the same round's detached one, per packet and per probed call inside the transit; \
+         in programs: the tracer's own BPF program run time per call, from the kernel's run-time statistics; wall: the sender's time per new connection, noisy on a shared machine)"
+    );
+    for c in &r.self_cost {
+        let _ = writeln!(
+            out,
+            "getppid calibration ({} on {}): {:.0} ns per pair, {:.0} ns inside measured spans",
+            c.mechanism, c.target, c.pair_ns, c.span_ns
+        );
+    }
+    if let Some(pair) = r.calibrated_pair_ns_per_call {
+        let added = |t: Tracer| r.tracers.iter().find(|c| c.tracer == t).map(|c| c.added_ns_per_transit_call);
+        let _ = writeln!(
+            out,
+            "corrections: the getppid pairs, weighted by the sites' calls, remove {pair:.0} ns per probed call; measured in the path, pathcost adds {} (events) and {} (aggregating), the floor {}",
+            fixed_or_dash(added(Tracer::PathcostEvents), 0),
+            fixed_or_dash(added(Tracer::PathcostAggregate), 0),
+            fixed_or_dash(added(Tracer::Floor), 0),
+        );
+    }
+    // What each correction removes per call against what was measured to
+    // be added in the path: the rest is what it would leave in the
+    // corrected figures.
+    for t in r.tracers.iter() {
+        let Some(path) = t.path_correction_ns_per_call else { continue };
+        let added = t.added_ns_per_transit_call;
+        let share = |c: f64| if added > 0.0 { format!("{:.0}%", 100.0 * c / added) } else { "-".to_owned() };
+        let _ = writeln!(
+            out,
+            "correction per call, {}: measured added {added:.0} ns; in the path (floor + programs above the floor's) {path:.0} ns = {}; getppid pair {} = {}",
+            t.tracer,
+            share(path),
+            fixed_or_dash(r.calibrated_pair_ns_per_call, 0),
+            r.calibrated_pair_ns_per_call.map_or_else(|| "-".to_owned(), share),
+        );
+    }
+    for p in &r.program_run {
+        let _ = writeln!(out, "program run time: {} and its exit, {:.0} ns per call over {} calls", p.entry, p.ns_per_call, p.calls);
+    }
+    let _ = writeln!(out, "\nflood (as fast as the client sends):");
+    for f in &r.flood {
+        let lost = f.lost.map_or_else(|| "not counted".to_owned(), |l| l.to_string());
+        let _ = writeln!(
+            out,
+            "  {:<21} {} packets in {:.2} s: {:.0} calls/s recorded ({} calls), lost {}",
+            f.tracer.to_string(),
+            f.packets,
+            f.seconds,
+            f.calls_per_second,
+            f.calls,
+            lost
+        );
+    }
+    out
+}
+
+/// The point's command line, what follows, then each step's command line
+/// as a comment and its input verbatim.
+fn rules(invocation: &str, steps: &[Step]) -> String {
+    let mut out = format!(
+        "# {invocation}\n\
+         # What `pathcost sweep` feeds to the node namespace for this point, in order:\n\
+         # each input follows a line naming the command it goes to on stdin.\n"
+    );
+    for step in steps {
+        let _ = write!(out, "\n# {}\n", step.command_line());
+        out.push_str(step.input());
+    }
     out
 }

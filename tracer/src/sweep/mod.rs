@@ -19,7 +19,6 @@ use crate::{
     capabilities::kernel_release,
     collection::{calibration::Corrections, Call},
     probes::{attach::AttachRequest, Backend, ProbeSite, SITES},
-    report::TraceReport,
     results::{LookupFigure, Point, Results, Settings, Skipped, TrafficCounts, SCHEMA_VERSION},
     statistics::{new_histogram, packets::PacketTotals, Summary},
     synthesis::{
@@ -29,7 +28,7 @@ use crate::{
         topology::Topology,
         traffic::{self, Pace, Window},
     },
-    trace::{Session, SessionOptions},
+    trace::{Session, SessionOptions, TraceReport},
 };
 
 /// Everything a sweep needs, validated by the CLI.

@@ -5,8 +5,11 @@ use std::fmt::Write as _;
 
 use anyhow::Result;
 
-use super::{sweep_preamble, sweep_sections, Document, Exporter};
-use crate::{analysis::thousands, probes::attach::SiteStatus, report::TraceReport};
+use super::{
+    sections::{site_row, sweep_preamble, sweep_sections, SITE_HEADER},
+    unsupported, Document, DocumentKind, ExportFormat, Exporter,
+};
+use crate::{text::thousands, trace::TraceReport};
 
 pub struct Markdown;
 
@@ -46,6 +49,10 @@ fn table(out: &mut String, header: &[String], rows: &[Vec<String>]) {
 }
 
 impl Exporter for Markdown {
+    fn serves(&self, kind: DocumentKind) -> bool {
+        matches!(kind, DocumentKind::Sweep | DocumentKind::Trace)
+    }
+
     fn export(&self, document: &Document) -> Result<Vec<u8>> {
         let mut out = String::new();
         match document {
@@ -72,6 +79,7 @@ impl Exporter for Markdown {
                 }
             }
             Document::Trace(report) => trace(&mut out, report),
+            _ => return Err(unsupported(ExportFormat::Md, document.kind())),
         }
         Ok(out.into_bytes())
     }
@@ -86,7 +94,7 @@ fn trace(out: &mut String, r: &TraceReport) {
     let _ = writeln!(out, "# pathcost trace\n\n- kernel {}, {:.1} s\n", r.kernel, r.duration_s);
     out.push_str("## Probe sites\n\n");
     let sites: Vec<Vec<String>> = r.sites.iter().map(site_row).collect();
-    table(out, &["site", "symbol", "module", "mechanism", "notes"].map(String::from), &sites);
+    table(out, &SITE_HEADER.map(String::from), &sites);
     out.push_str("\n## Per call (ns; self = minus nested probed calls; corrected = minus probe cost)\n\n");
     let rows: Vec<Vec<String>> = r
         .rows
@@ -144,14 +152,4 @@ fn trace(out: &mut String, r: &TraceReport) {
         "\n## Losses\n\nunmatched exits {}, depth overflows {}, orphaned frames {}, ring reserve failures {}, negative durations {}, undecodable events {} (entries {}, matched {})",
         l.unmatched_exits, l.depth_overflows, l.orphaned_frames, l.ring_reserve_failures, l.negative_durations, l.undecodable_events, l.entries, l.matched
     );
-}
-
-fn site_row(s: &SiteStatus) -> Vec<String> {
-    vec![
-        s.site.to_owned(),
-        s.symbol.clone().unwrap_or_else(|| "-".into()),
-        s.module.clone().unwrap_or_else(|| "vmlinux".into()),
-        s.mechanism.map_or("not attached".into(), |m| m.to_string()),
-        s.notes.join("; "),
-    ]
 }

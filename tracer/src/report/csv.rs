@@ -6,8 +6,8 @@
 
 use anyhow::Result;
 
-use super::{Document, Exporter};
-use crate::{report::TraceReport, results::Results, statistics::Summary};
+use super::{unsupported, Document, DocumentKind, ExportFormat, Exporter};
+use crate::{results::Results, statistics::Summary, trace::TraceReport};
 
 pub struct Csv;
 
@@ -27,11 +27,16 @@ fn record(out: &mut String, fields: &[String]) {
 }
 
 impl Exporter for Csv {
+    fn serves(&self, kind: DocumentKind) -> bool {
+        matches!(kind, DocumentKind::Sweep | DocumentKind::Trace)
+    }
+
     fn export(&self, document: &Document) -> Result<Vec<u8>> {
         let mut out = String::new();
         match document {
             Document::Sweep { results, .. } => sweep(&mut out, results),
             Document::Trace(report) => trace(&mut out, report),
+            _ => return Err(unsupported(ExportFormat::Csv, document.kind())),
         }
         Ok(out.into_bytes())
     }

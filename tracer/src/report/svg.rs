@@ -14,11 +14,12 @@ use plotters::{
     style::text_anchor::{HPos, Pos, VPos},
 };
 
-use super::{trace_unsupported, Document, ExportFormat, Exporter};
+use super::{unsupported, Document, DocumentKind, ExportFormat, Exporter};
 use crate::{
-    analysis::{thousands, Analysis, Basis},
+    analysis::{Analysis, Basis},
     results::Results,
     synthesis::program::Mode,
+    text::thousands,
 };
 
 pub struct Svg;
@@ -39,10 +40,14 @@ pub fn mode_colour(mode: Mode) -> RGBColor {
 }
 
 impl Exporter for Svg {
+    fn serves(&self, kind: DocumentKind) -> bool {
+        kind == DocumentKind::Sweep
+    }
+
     fn export(&self, document: &Document) -> Result<Vec<u8>> {
         match document {
             Document::Sweep { results, analysis } => Ok(plot(results, analysis)?.into_bytes()),
-            Document::Trace(_) => Err(trace_unsupported(ExportFormat::Svg)),
+            _ => Err(unsupported(ExportFormat::Svg, document.kind())),
         }
     }
 }
