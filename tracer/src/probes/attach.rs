@@ -208,7 +208,13 @@ fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str, flavour: Flavo
 /// counted unmatched exit; the stack's entry and match counts start here.
 pub fn clear_call_stacks(ebpf: &mut Ebpf) -> Result<()> {
     let map = ebpf.map_mut("CALL_STACK").context("no CALL_STACK map")?;
-    let mut stacks: aya::maps::PerCpuArray<_, tracer_ebpf::CallStack> = aya::maps::PerCpuArray::try_from(map)?;
+    empty_call_stacks(&mut aya::maps::PerCpuArray::try_from(map)?)
+}
+
+/// `clear_call_stacks` on the map once it has been taken from the object.
+pub fn empty_call_stacks<T: std::borrow::BorrowMut<aya::maps::MapData>>(
+    stacks: &mut aya::maps::PerCpuArray<T, tracer_ebpf::CallStack>,
+) -> Result<()> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting possible CPUs: {e}"))?;
     stacks.set(0, aya::maps::PerCpuValues::try_from(vec![tracer_ebpf::CallStack::EMPTY; cpus])?, 0)?;
     Ok(())
