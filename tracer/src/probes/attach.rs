@@ -191,12 +191,17 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::
 /// two attachments leaves a frame whose exit never comes; `attach` clears
 /// the call stacks once everything is attached.
 fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str, flavour: Flavour) -> Result<()> {
+    // Both loaded before either is attached: the verifier's run (long under
+    // TCG) stays out of the window in which entries have no exit.
     for prefix in ["kprobe", "kretprobe"] {
         let prog: &mut KProbe = program(ebpf, &program_name(prefix, site, flavour))?.try_into()?;
         // The floor's kprobes are one program for every function: load once.
         if prog.fd().is_err() {
             prog.load().with_context(|| format!("loading {prefix} for {symbol}"))?;
         }
+    }
+    for prefix in ["kprobe", "kretprobe"] {
+        let prog: &mut KProbe = program(ebpf, &program_name(prefix, site, flavour))?.try_into()?;
         prog.attach(symbol, 0).with_context(|| format!("attaching {prefix} to {symbol}"))?;
     }
     Ok(())
