@@ -204,7 +204,7 @@ impl LiveProbes {
     /// the probes are live.
     pub fn start(request: &AttachRequest, calibrate: bool) -> Result<LiveProbes> {
         let mut probes = attach(request)?;
-        let maps = KernelMaps::take(&mut probes.ebpf)?;
+        let mut maps = KernelMaps::take(&mut probes.ebpf)?;
         let mut events = EventStream::take(&mut probes.ebpf)?;
         let aggregating = !request.emit_events;
         let attached: Vec<(SiteId, Mechanism)> = probes
@@ -227,7 +227,7 @@ impl LiveProbes {
             // detached nothing pops it. Enough of them on one CPU fill its
             // stack and every later call there goes unmatched (seen on 6.1:
             // half the exits unmatched, no event from the traffic's CPU).
-            crate::probes::attach::clear_call_stacks(&mut probes.ebpf)?;
+            maps.clear_call_stacks()?;
         }
         let corrections = calibration::Corrections::new(costs, &attached);
         Ok(LiveProbes { probes, maps, events, aggregating, corrections })

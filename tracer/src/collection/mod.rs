@@ -164,6 +164,11 @@ impl KernelMaps {
         Ok(KernelMaps { counters, call_stack, histograms, aggregates, programs: runtime::OwnPrograms::of(ebpf) })
     }
 
+    /// Empties every CPU's call stack (see `attach::clear_call_stacks`).
+    pub fn clear_call_stacks(&mut self) -> Result<()> {
+        crate::probes::attach::empty_call_stacks(&mut self.call_stack)
+    }
+
     pub fn losses(&self) -> Result<Losses> {
         let mut sums = [0u64; COUNTER_COUNT];
         for (i, sum) in sums.iter_mut().enumerate() {

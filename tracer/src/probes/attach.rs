@@ -191,12 +191,17 @@ fn program<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut aya::programs::
 /// two attachments leaves a frame whose exit never comes; `attach` clears
 /// the call stacks once everything is attached.
 fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str, flavour: Flavour) -> Result<()> {
+    // Both loaded before either is attached: the verifier's run (long under
+    // TCG) stays out of the window in which entries have no exit.
     for prefix in ["kprobe", "kretprobe"] {
         let prog: &mut KProbe = program(ebpf, &program_name(prefix, site, flavour))?.try_into()?;
         // The floor's kprobes are one program for every function: load once.
         if prog.fd().is_err() {
             prog.load().with_context(|| format!("loading {prefix} for {symbol}"))?;
         }
+    }
+    for prefix in ["kprobe", "kretprobe"] {
+        let prog: &mut KProbe = program(ebpf, &program_name(prefix, site, flavour))?.try_into()?;
         prog.attach(symbol, 0).with_context(|| format!("attaching {prefix} to {symbol}"))?;
     }
     Ok(())
@@ -208,7 +213,13 @@ fn attach_kprobe(ebpf: &mut Ebpf, site: &ProbeSite, symbol: &str, flavour: Flavo
 /// counted unmatched exit; the stack's entry and match counts start here.
 pub fn clear_call_stacks(ebpf: &mut Ebpf) -> Result<()> {
     let map = ebpf.map_mut("CALL_STACK").context("no CALL_STACK map")?;
-    let mut stacks: aya::maps::PerCpuArray<_, tracer_ebpf::CallStack> = aya::maps::PerCpuArray::try_from(map)?;
+    empty_call_stacks(&mut aya::maps::PerCpuArray::try_from(map)?)
+}
+
+/// `clear_call_stacks` on the map once it has been taken from the object.
+pub fn empty_call_stacks<T: std::borrow::BorrowMut<aya::maps::MapData>>(
+    stacks: &mut aya::maps::PerCpuArray<T, tracer_ebpf::CallStack>,
+) -> Result<()> {
     let cpus = aya::util::nr_cpus().map_err(|(_, e)| anyhow!("counting possible CPUs: {e}"))?;
     stacks.set(0, aya::maps::PerCpuValues::try_from(vec![tracer_ebpf::CallStack::EMPTY; cpus])?, 0)?;
     Ok(())
