@@ -65,10 +65,10 @@ mod tests {
             root: PathBuf::from("/w"),
             target: PathBuf::from("/w/target"),
         };
-        let line = cmd::describe(&ebpf_clippy(&ws, "nightly-2026-05-20"));
+        let line = cmd::describe(&ebpf_clippy(&ws, "the-pinned-nightly"));
         assert!(
             line.ends_with(
-                "rustup run nightly-2026-05-20 cargo clippy --package tracer-ebpf --bins --release \
+                "rustup run the-pinned-nightly cargo clippy --package tracer-ebpf --bins --release \
                  --target bpfel-unknown-none -Z build-std=core --target-dir /w/target/ebpf-clippy \
                  -- -D warnings"
             ),
